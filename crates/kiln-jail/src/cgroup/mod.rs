@@ -1,0 +1,1 @@
+//! cgroups (placeholder until written).

@@ -1,0 +1,1 @@
+//! landlock (placeholder until written).
