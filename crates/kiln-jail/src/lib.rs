@@ -6,5 +6,10 @@
 //! and knows nothing of tokio or HTTP; `kiln-engine` drives it.
 
 pub mod cgroup;
+pub mod exec;
 pub mod landlock;
+pub mod protocol;
+pub mod rootfs;
+pub mod sandbox;
 pub mod seccomp;
+pub mod warden;

@@ -1,1 +1,63 @@
-fn main() {}
+//! The `kiln` binary: the command line (`exec`, `doctor`) and, when started with the hidden warden
+//! argument, the warden that runs as PID 1 inside each sandbox.
+
+mod cli_exec;
+mod doctor;
+mod units;
+
+use clap::{Parser, Subcommand};
+
+/// Kiln runs untrusted code in Linux sandboxes.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a program in a fresh sandbox.
+    Exec(cli_exec::ExecArgs),
+    /// Check that this host can run sandboxes, and say how to fix what is missing.
+    Doctor,
+}
+
+fn main() {
+    // The warden must stay single-threaded: decide before anything starts a thread.
+    if std::env::args_os().nth(1).as_deref() == Some(kiln_jail::warden::WARDEN_ARG.as_ref()) {
+        kiln_jail::warden::main();
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kiln: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Exec(args) => cli_exec::run(args).await,
+            Command::Doctor => doctor::run().await,
+        }
+    });
+    std::process::exit(code);
+}

@@ -1,0 +1,311 @@
+//! The engine: Kiln's jail on the host, sandboxes as async objects, and the warm pool.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use kiln_jail::cgroup::SandboxCgroup;
+use kiln_jail::protocol::{Reply, Request, SpawnRequest, WardenConfig};
+use kiln_jail::sandbox::{Jail, JailConfig, SandboxError, SandboxHandle, SandboxSpec};
+
+use crate::control::{Answer, Control, WardenGone};
+use crate::limits::{Limits, Network};
+use crate::pool::Pool;
+use crate::process::Process;
+
+/// The uid and gid programs run as inside every sandbox.
+pub const SANDBOX_UID: u32 = 1000;
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Creating or destroying a sandbox failed.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The warden is gone (the sandbox was killed or crashed).
+    #[error("the sandbox's warden is gone")]
+    WardenGone,
+    /// The warden refused a request.
+    #[error("{0}")]
+    Warden(String),
+    /// A host-side I/O operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A file path given for the sandbox is not acceptable.
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath {
+        /// The path.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+impl From<WardenGone> for EngineError {
+    fn from(_: WardenGone) -> Self {
+        EngineError::WardenGone
+    }
+}
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
+    let what = what.into();
+    move |source| EngineError::Io { what, source }
+}
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The kiln binary, which runs the warden.
+    pub warden_exe: PathBuf,
+    /// Name of Kiln's cgroup under the service's own.
+    pub cgroup_name: String,
+    /// First host uid sandboxes map onto.
+    pub uid_base: u32,
+    /// How many ready sandboxes the pool keeps (0: no pool).
+    pub pool_size: usize,
+    /// The limits pooled sandboxes are made with (tmpfs sizes and network must match a run's to use
+    /// one; the cgroup limits are rewritten per run).
+    pub pool_limits: Limits,
+}
+
+impl EngineConfig {
+    /// Defaults for a warden binary at `warden_exe`.
+    pub fn new(warden_exe: impl Into<PathBuf>) -> Self {
+        Self {
+            warden_exe: warden_exe.into(),
+            cgroup_name: "kiln".into(),
+            uid_base: 100_000,
+            pool_size: 0,
+            pool_limits: Limits::default(),
+        }
+    }
+}
+
+/// The shared part of the engine, used by the pool's refill tasks too.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) jail: Jail,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// Creates a sandbox on the calling (blocking) thread.
+    pub(crate) fn create_blocking(&self, limits: &Limits) -> Result<SandboxHandle, SandboxError> {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = format!("s{}-{n}", std::process::id());
+        let spec = SandboxSpec {
+            id,
+            warden: WardenConfig {
+                hostname: "kiln".into(),
+                tmp_bytes: limits.tmp_bytes,
+                workspace_bytes: limits.workspace_bytes,
+                ro_binds: Vec::new(),
+                network: limits.network != Network::None,
+                sandbox_uid: SANDBOX_UID,
+                sandbox_gid: SANDBOX_UID,
+            },
+            limits: limits.cgroup(),
+        };
+        self.jail.create(&spec)
+    }
+}
+
+/// Kiln's engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    pool: Option<Arc<Pool>>,
+    pool_limits: Limits,
+}
+
+impl Engine {
+    /// Prepares the host side (cgroups, the warden binary) and starts the pool. Needs a tokio runtime.
+    pub fn new(cfg: EngineConfig) -> Result<Self, EngineError> {
+        let jail = Jail::new(&JailConfig {
+            warden_exe: cfg.warden_exe.clone(),
+            cgroup_name: cfg.cgroup_name.clone(),
+            uid_base: cfg.uid_base,
+        })?;
+        let shared = Arc::new(Shared {
+            jail,
+            next_id: AtomicU64::new(0),
+        });
+        let pool = (cfg.pool_size > 0)
+            .then(|| Pool::start(shared.clone(), cfg.pool_size, cfg.pool_limits.clone()));
+        Ok(Self {
+            shared,
+            pool,
+            pool_limits: cfg.pool_limits,
+        })
+    }
+
+    /// The jail (for `kiln doctor` and tests).
+    pub fn jail(&self) -> &Jail {
+        &self.shared.jail
+    }
+
+    /// How many pooled sandboxes are ready now.
+    pub fn pool_ready(&self) -> usize {
+        self.pool.as_ref().map_or(0, |p| p.ready())
+    }
+
+    /// Waits until the pool holds `n` ready sandboxes (or has none configured).
+    pub async fn pool_wait_ready(&self, n: usize) {
+        if let Some(pool) = &self.pool {
+            pool.wait_ready(n).await;
+        }
+    }
+
+    /// A fresh sandbox with `limits`: from the pool when one fits, otherwise created now.
+    pub async fn sandbox(&self, limits: &Limits) -> Result<Sandbox, EngineError> {
+        if let Some(pool) = &self.pool {
+            let fits = limits.tmp_bytes == self.pool_limits.tmp_bytes
+                && limits.workspace_bytes == self.pool_limits.workspace_bytes
+                && limits.network == self.pool_limits.network;
+            if fits {
+                if let Some(handle) = pool.take() {
+                    if let Some(cg) = handle.cgroup() {
+                        cg.set_limits(&limits.cgroup())
+                            .map_err(|e| EngineError::Sandbox(e.into()))?;
+                    }
+                    return Sandbox::from_handle(handle);
+                }
+            }
+        }
+        self.sandbox_cold(limits).await
+    }
+
+    /// A sandbox created now, never from the pool.
+    pub async fn sandbox_cold(&self, limits: &Limits) -> Result<Sandbox, EngineError> {
+        let shared = self.shared.clone();
+        let limits = limits.clone();
+        let handle = tokio::task::spawn_blocking(move || shared.create_blocking(&limits))
+            .await
+            .map_err(|e| EngineError::Warden(format!("sandbox creation panicked: {e}")))??;
+        Sandbox::from_handle(handle)
+    }
+}
+
+/// A live sandbox.
+#[derive(Debug)]
+pub struct Sandbox {
+    handle: Option<SandboxHandle>,
+    control: Arc<Control>,
+    root: PathBuf,
+    host_ids: (u32, u32),
+}
+
+impl Sandbox {
+    pub(crate) fn from_handle(mut handle: SandboxHandle) -> Result<Self, EngineError> {
+        let fd = handle.take_control().ok_or(EngineError::WardenGone)?;
+        let control = Arc::new(Control::new(fd).map_err(io_err("control socket"))?);
+        Ok(Self {
+            root: handle.root_path(),
+            host_ids: handle.host_ids(),
+            handle: Some(handle),
+            control,
+        })
+    }
+
+    /// The sandbox's name.
+    pub fn id(&self) -> &str {
+        self.handle.as_ref().map_or("", |h| h.id())
+    }
+
+    /// The warden's host pid.
+    pub fn warden_pid(&self) -> i32 {
+        self.handle.as_ref().map_or(0, |h| h.pid())
+    }
+
+    /// The sandbox's root as seen from the host.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The host uid and gid of the sandbox's user.
+    pub fn host_ids(&self) -> (u32, u32) {
+        self.host_ids
+    }
+
+    /// The Landlock ABI applied inside.
+    pub fn landlock_abi(&self) -> Option<u32> {
+        self.handle.as_ref().and_then(|h| h.landlock_abi())
+    }
+
+    /// The sandbox's cgroup.
+    pub fn cgroup(&self) -> Option<&SandboxCgroup> {
+        self.handle.as_ref().and_then(|h| h.cgroup())
+    }
+
+    /// Starts `argv` in the sandbox with piped stdio.
+    pub async fn spawn(&self, req: SpawnRequest) -> Result<Process, EngineError> {
+        let (stdin_r, stdin_w) = host_pipe(false)?;
+        let (stdout_r, stdout_w) = host_pipe(true)?;
+        let (stderr_r, stderr_w) = host_pipe(true)?;
+        let fds = [stdin_r.as_fd(), stdout_w.as_fd(), stderr_w.as_fd()];
+        let answer = self.control.request(&Request::Spawn(req), &fds).await?;
+        drop((stdin_r, stdout_w, stderr_w));
+        match answer {
+            Answer::Spawned { pid, exit } => {
+                Process::new(pid, [stdin_w, stdout_r, stderr_r], exit, self.control.clone())
+                    .map_err(io_err("process stdio"))
+            }
+            Answer::Reply(Reply::Failed { message, .. }) => Err(EngineError::Warden(message)),
+            Answer::Reply(other) => Err(EngineError::Warden(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Kills everything in the sandbox now.
+    pub fn kill_all(&self) {
+        if let Some(h) = &self.handle {
+            h.kill();
+        }
+    }
+
+    /// Kills everything and removes the sandbox.
+    pub async fn destroy(mut self) -> Result<(), EngineError> {
+        let Some(handle) = self.handle.take() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || handle.destroy())
+            .await
+            .map_err(|e| EngineError::Warden(format!("destroy panicked: {e}")))??;
+        Ok(())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.kill();
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn_blocking(move || drop(handle));
+                }
+                Err(_) => drop(handle),
+            }
+        }
+    }
+}
+
+/// A pipe whose host end is non-blocking. `host_reads`: the host keeps the read end.
+/// Returns (read end, write end).
+fn host_pipe(host_reads: bool) -> Result<(OwnedFd, OwnedFd), EngineError> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| EngineError::Io {
+            what: "pipe".into(),
+            source: e.into(),
+        })?;
+    let host = if host_reads { &r } else { &w };
+    rustix::fs::fcntl_setfl(host, rustix::fs::OFlags::NONBLOCK).map_err(|e| EngineError::Io {
+        what: "pipe nonblock".into(),
+        source: e.into(),
+    })?;
+    Ok((r, w))
+}

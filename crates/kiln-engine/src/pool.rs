@@ -1,0 +1,105 @@
+//! The warm pool: sandboxes created ahead of time (namespaces, cgroup, rootfs and warden ready). A
+//! run takes one and the pool refills in the background. A sandbox is handed out once and never
+//! comes back.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kiln_jail::sandbox::SandboxHandle;
+use tokio::sync::Notify;
+
+use crate::engine::Shared;
+use crate::limits::Limits;
+
+/// How many sandboxes are created at once while refilling (2 cores: more would only queue).
+const REFILL_WORKERS: usize = 2;
+
+/// The warm pool.
+#[derive(Debug)]
+pub struct Pool {
+    ready: Mutex<VecDeque<SandboxHandle>>,
+    size: usize,
+    wanted: Arc<Notify>,
+    filled: Notify,
+}
+
+impl Pool {
+    pub(crate) fn start(shared: Arc<Shared>, size: usize, limits: Limits) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            ready: Mutex::new(VecDeque::with_capacity(size)),
+            size,
+            wanted: Arc::new(Notify::new()),
+            filled: Notify::new(),
+        });
+        for _ in 0..REFILL_WORKERS.min(size) {
+            let pool = Arc::downgrade(&pool);
+            let shared = shared.clone();
+            let limits = limits.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Some(p) = pool.upgrade() else { return };
+                    let wanted_notify = p.wanted.clone();
+                    // Registered before the check, so a take() in between is not missed.
+                    let wanted = wanted_notify.notified();
+                    tokio::pin!(wanted);
+                    wanted.as_mut().enable();
+                    if p.ready() >= p.size {
+                        drop(p);
+                        wanted.await;
+                        continue;
+                    }
+                    drop(p);
+                    let (s, l) = (shared.clone(), limits.clone());
+                    let made = tokio::task::spawn_blocking(move || s.create_blocking(&l)).await;
+                    let Some(p) = pool.upgrade() else { return };
+                    match made {
+                        Ok(Ok(handle)) => {
+                            p.ready.lock().expect("pool lock").push_back(handle);
+                            p.filled.notify_waiters();
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "pool could not create a sandbox");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(e) => tracing::error!(error = %e, "pool refill task failed"),
+                    }
+                }
+            });
+        }
+        pool
+    }
+
+    /// Takes a ready sandbox, if there is one, and asks for a refill.
+    pub(crate) fn take(&self) -> Option<SandboxHandle> {
+        let got = self.ready.lock().expect("pool lock").pop_front();
+        self.wanted.notify_waiters();
+        got
+    }
+
+    /// How many are ready.
+    pub fn ready(&self) -> usize {
+        self.ready.lock().expect("pool lock").len()
+    }
+
+    /// Waits until at least `n` (capped at the pool size) are ready.
+    pub async fn wait_ready(&self, n: usize) {
+        let n = n.min(self.size);
+        loop {
+            let filled = self.filled.notified();
+            tokio::pin!(filled);
+            filled.as_mut().enable();
+            if self.ready() >= n {
+                return;
+            }
+            filled.await;
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Wake the refill tasks so they see the pool is gone and stop.
+        self.wanted.notify_waiters();
+    }
+}

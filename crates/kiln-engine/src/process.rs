@@ -1,0 +1,96 @@
+//! A process running in a sandbox: its stdio pipes, its exit, and signals to it or its group.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use kiln_jail::protocol::{ExitStatus, Reply, Request};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+use crate::control::{Answer, Control};
+use crate::engine::EngineError;
+
+/// What a process's stdio is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdio {
+    /// A pipe the engine reads or writes.
+    Piped,
+    /// `/dev/null`-like: stdin at EOF, output discarded by the engine.
+    Null,
+}
+
+/// A process in a sandbox.
+#[derive(Debug)]
+pub struct Process {
+    pid: i32,
+    /// The write end of its stdin.
+    pub stdin: Option<pipe::Sender>,
+    /// The read end of its stdout.
+    pub stdout: Option<pipe::Receiver>,
+    /// The read end of its stderr.
+    pub stderr: Option<pipe::Receiver>,
+    exit: Option<oneshot::Receiver<ExitStatus>>,
+    status: Option<ExitStatus>,
+    control: Arc<Control>,
+}
+
+impl Process {
+    pub(crate) fn new(
+        pid: i32,
+        stdio: [OwnedFd; 3],
+        exit: oneshot::Receiver<ExitStatus>,
+        control: Arc<Control>,
+    ) -> std::io::Result<Self> {
+        let [stdin, stdout, stderr] = stdio;
+        Ok(Self {
+            pid,
+            stdin: Some(pipe::Sender::from_owned_fd(stdin)?),
+            stdout: Some(pipe::Receiver::from_owned_fd(stdout)?),
+            stderr: Some(pipe::Receiver::from_owned_fd(stderr)?),
+            exit: Some(exit),
+            status: None,
+            control,
+        })
+    }
+
+    /// Its pid inside the sandbox.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `signal` to the process, or to its whole process group.
+    pub async fn signal(&self, signal: i32, group: bool) -> Result<(), EngineError> {
+        let req = Request::Signal {
+            pid: self.pid,
+            signal,
+            group,
+        };
+        match self.control.request(&req, &[]).await? {
+            Answer::Reply(Reply::Signalled) => Ok(()),
+            Answer::Reply(Reply::Failed { message, .. }) => Err(EngineError::Warden(message)),
+            other => Err(EngineError::Warden(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Kills the process and everything in its process group.
+    pub async fn kill(&self) -> Result<(), EngineError> {
+        self.signal(libc::SIGKILL, true).await
+    }
+
+    /// Waits for the process to end.
+    pub async fn wait(&mut self) -> Result<ExitStatus, EngineError> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        let rx = self.exit.as_mut().ok_or(EngineError::WardenGone)?;
+        let status = rx.await.map_err(|_| EngineError::WardenGone)?;
+        self.exit = None;
+        self.status = Some(status);
+        Ok(status)
+    }
+
+    /// Takes the exit receiver, for callers that select on it.
+    pub(crate) fn take_exit(&mut self) -> Option<oneshot::Receiver<ExitStatus>> {
+        self.exit.take()
+    }
+}

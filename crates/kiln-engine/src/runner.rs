@@ -1,0 +1,303 @@
+//! Running one program to its verdict: stdin in, stdout and stderr out as they come, the wall, CPU
+//! and idle clocks and the output cap enforced, then the accounting read back from the cgroup.
+
+use std::time::{Duration, Instant};
+
+use kiln_jail::protocol::SpawnRequest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::engine::{EngineError, Sandbox};
+use crate::limits::Limits;
+use crate::verdict::{decide, signal_name, KillReason, Outcome, RunResult, Status};
+
+/// How often the CPU and idle clocks are checked.
+const CLOCK_TICK: Duration = Duration::from_millis(10);
+/// How long output is still read after the program exits (a background child may hold the pipes).
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
+/// The largest chunk read from a pipe at once.
+const CHUNK: usize = 8192;
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Where a run's output goes as it arrives.
+pub trait OutputSink: Send {
+    /// One chunk of output (at most 8 KiB).
+    fn output(&mut self, stream: Stream, chunk: &[u8]);
+}
+
+impl<F: FnMut(Stream, &[u8]) + Send> OutputSink for F {
+    fn output(&mut self, stream: Stream, chunk: &[u8]) {
+        self(stream, chunk)
+    }
+}
+
+/// Where a run's stdin comes from.
+#[derive(Debug)]
+pub enum StdinSource {
+    /// EOF at once.
+    Closed,
+    /// These bytes, then EOF.
+    Bytes(Vec<u8>),
+    /// Live chunks; the channel closing is EOF.
+    Live(mpsc::Receiver<Vec<u8>>),
+}
+
+/// One program to run.
+#[derive(Debug)]
+pub struct RunSpec {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// The environment (`KEY=value`).
+    pub env: Vec<String>,
+    /// The working directory inside the sandbox.
+    pub cwd: String,
+    /// The limits.
+    pub limits: Limits,
+    /// stdin.
+    pub stdin: StdinSource,
+}
+
+impl RunSpec {
+    /// A spec for `argv` with the default environment, `/workspace` and `limits`.
+    pub fn new(argv: Vec<String>, limits: Limits) -> Self {
+        Self {
+            argv,
+            env: default_env(),
+            cwd: "/workspace".into(),
+            limits,
+            stdin: StdinSource::Closed,
+        }
+    }
+}
+
+/// The environment programs get unless told otherwise: nothing of the server's own.
+pub fn default_env() -> Vec<String> {
+    [
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        "HOME=/workspace",
+        "USER=sandbox",
+        "LANG=C.UTF-8",
+        "LC_ALL=C.UTF-8",
+        "TMPDIR=/tmp",
+        "TERM=dumb",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+/// Runs `spec` in `sandbox`, streaming output to `sink`. `kill` ends the run as `killed` when it
+/// yields. The sandbox is left for the caller to destroy.
+pub async fn run(
+    sandbox: &Sandbox,
+    spec: RunSpec,
+    sink: &mut dyn OutputSink,
+    mut kill: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> RunResult {
+    match run_inner(sandbox, spec, sink, kill.as_mut()).await {
+        Ok(r) => r,
+        Err(e) => RunResult {
+            status: Status::InternalError,
+            exit_code: None,
+            signal: None,
+            cpu_ms: 0,
+            wall_ms: 0,
+            memory_bytes: 0,
+            truncated: false,
+            message: Some(e.to_string()),
+        },
+    }
+}
+
+async fn run_inner(
+    sandbox: &Sandbox,
+    spec: RunSpec,
+    sink: &mut dyn OutputSink,
+    mut kill: Option<&mut tokio::sync::oneshot::Receiver<()>>,
+) -> Result<RunResult, EngineError> {
+    let limits = spec.limits;
+    let cgroup = sandbox.cgroup();
+    let cpu0 = cgroup.and_then(|c| c.cpu_usage().ok()).unwrap_or_default();
+    let oom0 = cgroup.and_then(|c| c.oom_kills().ok()).unwrap_or(0);
+    let started = Instant::now();
+    let mut proc = sandbox
+        .spawn(SpawnRequest {
+            argv: spec.argv,
+            env: spec.env,
+            cwd: spec.cwd,
+            rlimits: limits.rlimits(),
+        })
+        .await?;
+    let mut exit_rx = proc.take_exit().ok_or(EngineError::WardenGone)?;
+
+    let (out_tx, mut out_rx) = mpsc::channel::<(Stream, Vec<u8>)>(8);
+    for (stream, pipe) in [
+        (Stream::Stdout, proc.stdout.take()),
+        (Stream::Stderr, proc.stderr.take()),
+    ] {
+        let Some(mut pipe) = pipe else { continue };
+        let tx = out_tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; CHUNK];
+            while let Ok(n) = pipe.read(&mut buf).await {
+                if n == 0 || tx.send((stream, buf[..n].to_vec())).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(out_tx);
+
+    let (input_tx, mut input_rx) = mpsc::channel::<()>(1);
+    if let Some(mut stdin) = proc.stdin.take() {
+        let source = spec.stdin;
+        tokio::spawn(async move {
+            match source {
+                StdinSource::Closed => {}
+                StdinSource::Bytes(bytes) => {
+                    let _ = stdin.write_all(&bytes).await;
+                }
+                StdinSource::Live(mut rx) => {
+                    while let Some(chunk) = rx.recv().await {
+                        let _ = input_tx.try_send(());
+                        if stdin.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    let wall_deadline = limits.wall_time.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(CLOCK_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_activity = Instant::now();
+    let mut written: u64 = 0;
+    let mut truncated = false;
+    let mut killed_for: Option<KillReason> = None;
+    let mut output_open = true;
+    let exit = loop {
+        tokio::select! {
+            status = &mut exit_rx => break status.map_err(|_| EngineError::WardenGone)?,
+            chunk = out_rx.recv(), if output_open => match chunk {
+                Some((stream, data)) => {
+                    last_activity = Instant::now();
+                    if !deliver(sink, stream, &data, &mut written, limits.output_bytes, &mut truncated)
+                        && killed_for.is_none()
+                    {
+                        killed_for = Some(KillReason::Output);
+                        let _ = proc.kill().await;
+                    }
+                }
+                None => output_open = false,
+            },
+            Some(()) = input_rx.recv() => last_activity = Instant::now(),
+            _ = sleep_until(wall_deadline), if killed_for.is_none() => {
+                killed_for = Some(KillReason::Wall);
+                let _ = proc.kill().await;
+            }
+            _ = tick.tick(), if killed_for.is_none() => {
+                let over_cpu = match (limits.cpu_time, cgroup) {
+                    (Some(max), Some(cg)) => cg.cpu_usage().map(|u| u.saturating_sub(cpu0) > max).unwrap_or(false),
+                    _ => false,
+                };
+                let idle = limits.idle_time.is_some_and(|max| last_activity.elapsed() > max);
+                if over_cpu || idle {
+                    killed_for = Some(if over_cpu { KillReason::Cpu } else { KillReason::Idle });
+                    let _ = proc.kill().await;
+                }
+            }
+            _ = wait_kill(&mut kill), if killed_for.is_none() => {
+                killed_for = Some(KillReason::Client);
+                let _ = proc.kill().await;
+            }
+        }
+    };
+    let wall = started.elapsed();
+    // The run is over: nothing it started may go on writing.
+    let _ = proc.kill().await;
+    let drain_until = tokio::time::Instant::now() + DRAIN_GRACE;
+    while output_open {
+        match tokio::time::timeout_at(drain_until, out_rx.recv()).await {
+            Ok(Some((stream, data))) => {
+                if !deliver(sink, stream, &data, &mut written, limits.output_bytes, &mut truncated)
+                    && killed_for.is_none()
+                {
+                    killed_for = Some(KillReason::Output);
+                }
+            }
+            _ => output_open = false,
+        }
+    }
+
+    let stats = cgroup.and_then(|c| c.stats().ok()).unwrap_or_default();
+    let cpu_cg = Duration::from_nanos(stats.cpu_ns).saturating_sub(cpu0);
+    let cpu_ru = Duration::from_micros(exit.user_us + exit.system_us);
+    let outcome = Outcome {
+        code: exit.code,
+        signal: exit.signal,
+        killed_for,
+        oom_kills: stats.oom_kills.saturating_sub(oom0),
+    };
+    Ok(RunResult {
+        status: decide(&outcome),
+        exit_code: exit.code,
+        signal: exit.signal.map(signal_name),
+        cpu_ms: cpu_cg.max(cpu_ru).as_millis() as u64,
+        wall_ms: wall.as_millis() as u64,
+        memory_bytes: stats
+            .memory_peak_bytes
+            .unwrap_or(exit.max_rss_kib * 1024),
+        truncated,
+        message: None,
+    })
+}
+
+/// Passes a chunk on, cut at the output cap. Returns false once the cap is passed.
+fn deliver(
+    sink: &mut dyn OutputSink,
+    stream: Stream,
+    data: &[u8],
+    written: &mut u64,
+    cap: Option<u64>,
+    truncated: &mut bool,
+) -> bool {
+    let room = cap.map_or(u64::MAX, |c| c.saturating_sub(*written));
+    let keep = (data.len() as u64).min(room) as usize;
+    if keep > 0 {
+        sink.output(stream, &data[..keep]);
+        *written += keep as u64;
+    }
+    if keep < data.len() {
+        *truncated = true;
+        return false;
+    }
+    true
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_kill(kill: &mut Option<&mut tokio::sync::oneshot::Receiver<()>>) {
+    match kill {
+        Some(rx) => {
+            if (&mut **rx).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}

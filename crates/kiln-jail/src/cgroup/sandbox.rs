@@ -1,0 +1,370 @@
+//! One sandbox's group, spanning every hierarchy Kiln uses: attaching processes, accounting,
+//! killing and removal.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::fsutil::{self, Mode};
+use super::parent::Group;
+use super::stats::{self, CpuCounter};
+use super::{v1, v2, CgroupError, CgroupStats, CgroupVersion, Controller};
+
+/// See `SandboxCgroup::freezer`.
+#[derive(Debug)]
+enum Freezer {
+    V2(PathBuf),
+    V1(PathBuf),
+    None,
+}
+
+/// How long `remove` waits for the members of a killed group to finish exiting.
+const EMPTY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the signal-based kill keeps re-killing before giving up.
+const KILL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Drop must not hang a thread for long; it is only a safety net.
+const DROP_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// A sandbox's cgroup in every hierarchy Kiln uses. Dropping it without `remove` kills what is
+/// left in it and removes it, best effort.
+#[derive(Debug)]
+pub struct SandboxCgroup {
+    name: String,
+    /// v1 groups first, the unified group (if any) last. Emptied once removed.
+    groups: Vec<Group>,
+    v2_dir: Option<File>,
+    cpu: Option<CpuCounter>,
+    mode: Mode,
+}
+
+impl SandboxCgroup {
+    pub(crate) fn empty(name: &str, mode: Mode) -> Self {
+        SandboxCgroup {
+            name: name.to_string(),
+            groups: Vec::new(),
+            v2_dir: None,
+            cpu: None,
+            mode,
+        }
+    }
+
+    /// A handle on groups that already exist (leftovers found by `sweep`).
+    pub(crate) fn existing(name: &str, groups: Vec<Group>, mode: Mode) -> Self {
+        let cpu = CpuCounter::for_groups(&groups);
+        SandboxCgroup {
+            name: name.to_string(),
+            groups,
+            v2_dir: None,
+            cpu,
+            mode,
+        }
+    }
+
+    pub(crate) fn push_group(&mut self, group: Group) {
+        self.groups.push(group);
+    }
+
+    pub(crate) fn finish_create(&mut self) -> Result<(), CgroupError> {
+        if let Some(g) = self.unified() {
+            let dir = g.dir.clone();
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(&dir)
+                .map_err(|source| CgroupError::Open { path: dir, source })?;
+            self.v2_dir = Some(file);
+        }
+        self.cpu = CpuCounter::for_groups(&self.groups);
+        Ok(())
+    }
+
+    fn unified(&self) -> Option<&Group> {
+        self.groups.iter().find(|g| g.version == CgroupVersion::V2)
+    }
+
+    /// The group's name (its directory name in every hierarchy).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The group's directory in every hierarchy it spans (v1 first, unified last).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.groups.iter().map(|g| g.dir.clone()).collect()
+    }
+
+    /// An `O_DIRECTORY` fd of the unified group, for `clone3(CLONE_INTO_CGROUP)`. `None` if the
+    /// host has no unified hierarchy.
+    pub fn v2_dir_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.v2_dir.as_ref().map(|f| f.as_fd())
+    }
+
+    /// Attaches a process (waiting, not yet exec'd) to every hierarchy. `skip_v2`: it was born
+    /// in the unified group through `CLONE_INTO_CGROUP`.
+    ///
+    /// The unified group goes first: if a later v1 write fails, the process is already where
+    /// `kill` (cgroup.kill) will find it.
+    pub fn attach(&self, pid: i32, skip_v2: bool) -> Result<(), CgroupError> {
+        let mut order: Vec<&Group> = self
+            .groups
+            .iter()
+            .filter(|g| g.version == CgroupVersion::V2 && !skip_v2)
+            .collect();
+        order.extend(
+            self.groups
+                .iter()
+                .filter(|g| g.version == CgroupVersion::V1),
+        );
+        for g in order {
+            let procs = g.dir.join("cgroup.procs");
+            match fsutil::write_pid(self.mode, &procs, pid) {
+                Err(CgroupError::Write { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOSPC)
+                        && g.version == CgroupVersion::V1
+                        && g.has(Controller::Cpuset) =>
+                {
+                    // Someone emptied the cpuset since create (CPU hot-unplug shrinks them);
+                    // refill what is empty from the parent and try once more.
+                    let parent = g.dir.parent().unwrap_or(&g.dir);
+                    v1::init_cpuset(self.mode, parent, &g.dir, None, true)?;
+                    fsutil::write_pid(self.mode, &procs, pid)?;
+                }
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens every `cgroup.procs` of the group (v1 hierarchies first, unified last) for
+    /// writing. The kernel checks a write against the credentials of the opener, so a process
+    /// that is later unprivileged or in another namespace can still join the group through these.
+    pub fn open_procs_files(&self) -> Result<Vec<OwnedFd>, CgroupError> {
+        Ok(self
+            .open_procs_files_with_paths()?
+            .into_iter()
+            .map(|(_, fd)| fd)
+            .collect())
+    }
+
+    /// Same as `open_procs_files`, with each file's path for error messages.
+    pub fn open_procs_files_with_paths(&self) -> Result<Vec<(PathBuf, OwnedFd)>, CgroupError> {
+        let mut out = Vec::with_capacity(self.groups.len());
+        for g in self
+            .groups
+            .iter()
+            .filter(|g| g.version == CgroupVersion::V1)
+            .chain(self.unified())
+        {
+            let path = g.dir.join("cgroup.procs");
+            let file = fsutil::open_procs(self.mode, &path)?;
+            out.push((path, OwnedFd::from(file)));
+        }
+        Ok(out)
+    }
+
+    /// CPU time used by the group so far (v1 `cpuacct.usage`, else v2 `cpu.stat`).
+    pub fn cpu_usage(&self) -> Result<Duration, CgroupError> {
+        match &self.cpu {
+            Some(counter) => counter.read(),
+            None => Err(CgroupError::NoCpuAccounting {
+                name: self.name.clone(),
+            }),
+        }
+    }
+
+    /// CPU time, peak memory, OOM kills and peak task count.
+    pub fn stats(&self) -> Result<CgroupStats, CgroupError> {
+        Ok(CgroupStats {
+            cpu_ns: u64::try_from(self.cpu_usage()?.as_nanos()).unwrap_or(u64::MAX),
+            memory_peak_bytes: stats::memory_peak(&self.groups)?,
+            oom_kills: stats::oom_kills(&self.groups)?,
+            pids_peak: stats::pids_peak(&self.groups)?,
+        })
+    }
+
+    /// Processes killed by the OOM killer in the group.
+    pub fn oom_kills(&self) -> Result<u64, CgroupError> {
+        stats::oom_kills(&self.groups)
+    }
+
+    /// Pids in the group (union over every hierarchy), as seen from the service's pid namespace.
+    pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        let mut pids = Vec::new();
+        for g in &self.groups {
+            pids.extend(fsutil::read_pids(&g.dir.join("cgroup.procs"))?);
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+
+    /// Kills every process of the group. With `cgroup.kill` (unified group, Linux 5.14) this is
+    /// one write and returns at once; `remove` waits for the exits. Otherwise the group is frozen
+    /// (v2 `cgroup.freeze`, else the v1 freezer) so nothing can fork, every member gets SIGKILL,
+    /// and it is thawed so they die, in a loop until it is empty.
+    pub fn kill(&self) -> Result<(), CgroupError> {
+        if let Some(g) = self.unified() {
+            if v2::kill(self.mode, &g.dir)? {
+                return Ok(());
+            }
+        }
+        let freezer = self.freezer();
+        let deadline = Instant::now() + KILL_TIMEOUT;
+        loop {
+            let frozen = self.freeze(&freezer)?;
+            let result = self.signal_members();
+            if frozen {
+                self.thaw(&freezer)?;
+            }
+            let remaining = result?;
+            if remaining.is_empty() || self.mode == Mode::Simulated {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(CgroupError::NotEmpty {
+                    path: self.groups[0].dir.clone(),
+                    pids: remaining,
+                    waited: KILL_TIMEOUT,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// The one freezer the group may use: the v1 freezer and v2 `cgroup.freeze` interfere, so
+    /// with a unified hierarchy only the latter (`prepare` leaves the v1 freezer out then).
+    fn freezer(&self) -> Freezer {
+        if let Some(g) = self.unified() {
+            return Freezer::V2(g.dir.clone());
+        }
+        match self.groups.iter().find(|g| g.has(Controller::Freezer)) {
+            Some(g) => Freezer::V1(g.dir.clone()),
+            None => Freezer::None,
+        }
+    }
+
+    /// Freezes the group; `false` if it has no working freezer and members are signalled live.
+    fn freeze(&self, freezer: &Freezer) -> Result<bool, CgroupError> {
+        match freezer {
+            Freezer::V2(dir) => v2::freeze(self.mode, dir),
+            Freezer::V1(dir) => v1::freeze(self.mode, dir).map(|()| true),
+            Freezer::None => Ok(false),
+        }
+    }
+
+    fn thaw(&self, freezer: &Freezer) -> Result<(), CgroupError> {
+        match freezer {
+            Freezer::V2(dir) => v2::thaw(self.mode, dir),
+            Freezer::V1(dir) => v1::thaw(self.mode, dir),
+            Freezer::None => Ok(()),
+        }
+    }
+
+    /// SIGKILLs every member; returns the pids that were found (empty: the group is empty).
+    fn signal_members(&self) -> Result<Vec<i32>, CgroupError> {
+        let pids = self.pids()?;
+        if self.mode == Mode::Simulated {
+            // Fixture pids are made up; they may be real processes of this machine.
+            return Ok(pids);
+        }
+        let me = std::process::id() as i32;
+        for &pid in &pids {
+            // Pid 0 is how cgroup.procs shows a process outside our pid namespace, and
+            // kill(0) would hit our own process group. Never kill ourselves either.
+            let Some(target) = rustix::process::Pid::from_raw(pid).filter(|_| pid != me) else {
+                continue;
+            };
+            match rustix::process::kill_process(target, rustix::process::Signal::KILL) {
+                Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+                Err(e) => {
+                    return Err(CgroupError::Signal {
+                        path: self.groups[0].dir.clone(),
+                        pid,
+                        source: e.into(),
+                    })
+                }
+            }
+        }
+        Ok(pids)
+    }
+
+    /// Waits (up to 2 s) until the group is empty, then removes its directory in every
+    /// hierarchy, retrying the transient EBUSY of just-exited members. If it does not empty in
+    /// time, the error is returned and the drop that follows kills and removes best effort.
+    pub fn remove(mut self) -> Result<(), CgroupError> {
+        self.wait_empty(EMPTY_TIMEOUT)?;
+        let deadline = Instant::now() + EMPTY_TIMEOUT;
+        self.v2_dir = None;
+        while let Some(g) = self.groups.first() {
+            fsutil::rmdir_tree(self.mode, &g.dir, deadline)?;
+            self.groups.remove(0);
+        }
+        Ok(())
+    }
+
+    fn wait_empty(&self, timeout: Duration) -> Result<(), CgroupError> {
+        if self.mode == Mode::Simulated {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            let pids = self.pids()?;
+            if pids.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(CgroupError::NotEmpty {
+                    path: self.groups[0].dir.clone(),
+                    pids,
+                    waited: start.elapsed(),
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+    }
+}
+
+impl SandboxCgroup {
+    /// Rewrites the limits of an existing group: a pooled sandbox takes the limits of the run it is
+    /// given to. Only controllers the group was created with are touched.
+    pub fn set_limits(&self, limits: &super::CgroupLimits) -> Result<(), CgroupError> {
+        for g in &self.groups {
+            match g.version {
+                CgroupVersion::V1 => {
+                    if let (true, Some(bytes)) = (g.has(Controller::Memory), limits.memory_bytes) {
+                        // v1 keeps memsw >= memory at every step: raising goes memsw first,
+                        // lowering memory first; trying memsw first covers both.
+                        let memsw = g.dir.join("memory.memsw.limit_in_bytes");
+                        let _ = fsutil::write_optional(self.mode, &memsw, &bytes.to_string());
+                    }
+                    v1::write_limits(self.mode, &g.dir, &g.controllers, limits)?;
+                }
+                CgroupVersion::V2 => v2::write_limits(self.mode, &g.dir, &g.controllers, limits)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SandboxCgroup {
+    fn drop(&mut self) {
+        if self.groups.is_empty() {
+            return;
+        }
+        let result = self
+            .kill()
+            .and_then(|()| self.wait_empty(DROP_TIMEOUT))
+            .and_then(|()| {
+                let deadline = Instant::now() + DROP_TIMEOUT;
+                self.groups
+                    .iter()
+                    .try_for_each(|g| fsutil::rmdir_tree(self.mode, &g.dir, deadline))
+            });
+        if let Err(e) = result {
+            tracing::warn!(group = %self.name, error = %e, "could not clean up a sandbox cgroup");
+        }
+    }
+}

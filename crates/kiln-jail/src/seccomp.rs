@@ -1,1 +1,0 @@
-//! seccomp (placeholder until written).
