@@ -46,68 +46,74 @@ fn open_in_root(root: &OwnedFd, path: &str, flags: OFlags, mode: Mode) -> rustix
     )
 }
 
+/// While alive, the calling thread creates files as the sandbox's user. A tmpfs mounted inside the
+/// sandbox's user namespace refuses inodes owned by an id it cannot map (such as the host's root),
+/// and the sandbox's user must own what it is given anyway. fsuid is per thread, so other threads
+/// keep their identity.
+struct AsSandboxUser;
+
+impl AsSandboxUser {
+    fn enter(uid: u32, gid: u32) -> Self {
+        // SAFETY: setfsgid and setfsuid take integers and change only this thread's fs identity.
+        unsafe {
+            libc::syscall(libc::SYS_setfsgid, gid);
+            libc::syscall(libc::SYS_setfsuid, uid);
+        }
+        AsSandboxUser
+    }
+}
+
+impl Drop for AsSandboxUser {
+    fn drop(&mut self) {
+        // SAFETY: as in enter; back to the process's own ids.
+        unsafe {
+            libc::syscall(libc::SYS_setfsuid, libc::geteuid());
+            libc::syscall(libc::SYS_setfsgid, libc::getegid());
+        }
+    }
+}
+
+fn errno_ctx(what: String) -> impl FnOnce(rustix::io::Errno) -> EngineError {
+    move |e| io_err(what)(e.into())
+}
+
 impl Sandbox {
     /// Writes `data` to `/workspace/<dest>` with `mode`, creating parent directories, owned by the
-    /// sandbox's user.
+    /// sandbox's user. Blocking: call it from a blocking context for large files.
     pub fn write_file(&self, dest: &str, data: &[u8], mode: u32) -> Result<(), EngineError> {
         validate_relative(dest)?;
-        let root = rustix::fs::open(self.root(), OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| io_err("open sandbox root")(e.into()))?;
+        let root = rustix::fs::open(
+            self.root(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_ctx("open sandbox root".into()))?;
         let (uid, gid) = self.host_ids();
+        let _identity = AsSandboxUser::enter(uid, gid);
         let full = format!("{WORKSPACE}/{dest}");
-        let parent = Path::new(&full).parent().unwrap_or(Path::new(WORKSPACE));
-        // Create parents one level at a time, each resolved inside the root.
-        let mut built = String::new();
-        for comp in parent.components().skip(1) {
-            built.push('/');
-            built.push_str(&comp.as_os_str().to_string_lossy());
-            if built.len() <= WORKSPACE.len() {
-                continue;
+        let mut dir = open_in_root(&root, WORKSPACE, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
+            .map_err(errno_ctx(format!("open {WORKSPACE}")))?;
+        let mut parts: Vec<&str> = dest.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        let name = parts.pop().unwrap_or(dest);
+        for part in parts {
+            match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(errno_ctx(format!("mkdir {part} in {full}"))(e)),
             }
-            match open_in_root(&root, &built, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::NOENT) => {
-                    let (dir, name) = built.rsplit_once('/').unwrap_or(("/", &built));
-                    let dirfd = open_in_root(&root, if dir.is_empty() { "/" } else { dir }, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
-                        .map_err(|e| io_err(format!("open {dir}"))(e.into()))?;
-                    rustix::fs::mkdirat(&dirfd, name, Mode::from_raw_mode(0o755))
-                        .map_err(|e| io_err(format!("mkdir {built}"))(e.into()))?;
-                    let made = open_in_root(&root, &built, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
-                        .map_err(|e| io_err(format!("open {built}"))(e.into()))?;
-                    rustix::fs::fchown(&made, Some(uid.into_uid()), Some(gid.into_gid()))
-                        .map_err(|e| io_err(format!("chown {built}"))(e.into()))?;
-                }
-                Err(e) => return Err(io_err(format!("open {built}"))(e.into())),
-            }
+            dir = rustix::fs::openat(&dir, part, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                .map_err(errno_ctx(format!("open {part} in {full}")))?;
         }
-        let fd = open_in_root(
-            &root,
-            &full,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC,
+        let fd = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode),
         )
-        .map_err(|e| io_err(format!("create {full}"))(e.into()))?;
-        rustix::fs::fchown(&fd, Some(uid.into_uid()), Some(gid.into_gid()))
-            .map_err(|e| io_err(format!("chown {full}"))(e.into()))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
-            .map_err(|e| io_err(format!("chmod {full}"))(e.into()))?;
+        .map_err(errno_ctx(format!("create {full}")))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(errno_ctx(format!("chmod {full}")))?;
         let file = std::fs::File::from(fd);
         std::io::Write::write_all(&mut &file, data).map_err(io_err(format!("write {full}")))?;
         Ok(())
-    }
-}
-
-trait IntoIds {
-    fn into_uid(self) -> rustix::fs::Uid;
-    fn into_gid(self) -> rustix::fs::Gid;
-}
-
-impl IntoIds for u32 {
-    fn into_uid(self) -> rustix::fs::Uid {
-        rustix::fs::Uid::from_raw(self)
-    }
-    fn into_gid(self) -> rustix::fs::Gid {
-        rustix::fs::Gid::from_raw(self)
     }
 }
 

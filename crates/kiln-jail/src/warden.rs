@@ -80,7 +80,7 @@ impl Warden {
             Ok(s) => s,
             Err(e) => return Err((control, fail("seccomp", e.to_string(), None))),
         };
-        let landlock = match PreparedLandlock::build(&fs_policy(&cfg)) {
+        let landlock = match PreparedLandlock::build(&fs_policy()) {
             Ok(l) => l,
             Err(e) => return Err((control, fail("landlock", e.to_string(), None))),
         };
@@ -335,24 +335,14 @@ fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
-/// What Landlock lets sandboxed processes touch: read and execute the system, write only their own
-/// scratch space and devices.
-fn fs_policy(cfg: &WardenConfig) -> FsPolicy {
-    let p = |s: &str| PathBuf::from(s);
+/// What Landlock lets sandboxed processes touch: read and execute anything the sandbox's root shows
+/// (it holds nothing else), write only their scratch space, devices and their own `/proc` entries.
+fn fs_policy() -> FsPolicy {
     FsPolicy {
-        read_exec: ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"]
+        read_exec: vec![PathBuf::from("/")],
+        read_write: ["/tmp", "/workspace", "/proc", "/dev"]
             .into_iter()
-            .map(p)
-            .chain(cfg.ro_binds.iter().map(|(_, inside)| inside.clone()))
+            .map(PathBuf::from)
             .collect(),
-        read_write: [
-            "/tmp",
-            "/workspace",
-            "/proc",
-            "/dev",
-        ]
-        .into_iter()
-        .map(p)
-        .collect(),
     }
 }

@@ -26,6 +26,8 @@
 mod table;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_toolchains;
 
 use std::collections::BTreeMap;
 use std::io;

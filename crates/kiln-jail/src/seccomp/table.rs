@@ -12,6 +12,11 @@ pub(super) struct Sys {
 }
 
 impl Sys {
+    /// A syscall the `libc` crate does not know, by name and number.
+    const fn new(name: &'static str, nr: i64) -> Self {
+        Self { ident: name, nr }
+    }
+
     /// The syscall's name, e.g. `read` or `_sysctl`.
     pub(super) fn name(self) -> &'static str {
         self.ident.strip_prefix("SYS_").unwrap_or(self.ident)
@@ -30,59 +35,57 @@ pub(super) const SUPPORTED: bool = cfg!(any(target_arch = "x86_64", target_arch 
 
 /// Allowed whatever the arguments, on every supported architecture.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[rustfmt::skip]
 const ALLOWED_COMMON: &[Sys] = sys![
     // File I/O.
-    SYS_read, SYS_write, SYS_readv, SYS_writev, SYS_pread64, SYS_pwrite64, SYS_preadv,
-    SYS_pwritev, SYS_preadv2, SYS_pwritev2, SYS_lseek, SYS_openat, SYS_openat2, SYS_close,
-    SYS_close_range, SYS_dup, SYS_dup3, SYS_fcntl, SYS_flock, SYS_fsync, SYS_fdatasync, SYS_sync,
-    SYS_syncfs, SYS_sync_file_range, SYS_truncate, SYS_ftruncate, SYS_fallocate, SYS_fadvise64,
-    SYS_readahead, SYS_sendfile, SYS_copy_file_range, SYS_splice, SYS_tee, SYS_vmsplice,
+    SYS_read, SYS_write, SYS_readv, SYS_writev, SYS_pread64, SYS_pwrite64, SYS_preadv, SYS_pwritev,
+    SYS_preadv2, SYS_pwritev2, SYS_lseek, SYS_openat, SYS_openat2, SYS_close, SYS_close_range,
+    SYS_dup, SYS_dup3, SYS_fcntl, SYS_flock, SYS_fsync, SYS_fdatasync, SYS_sync, SYS_syncfs,
+    SYS_sync_file_range, SYS_truncate, SYS_ftruncate, SYS_fallocate, SYS_fadvise64, SYS_readahead,
+    SYS_sendfile, SYS_copy_file_range, SYS_splice, SYS_tee, SYS_vmsplice,
     // Metadata and directories. Extended attributes: read only.
     SYS_newfstatat, SYS_fstat, SYS_statx, SYS_statfs, SYS_fstatfs, SYS_faccessat, SYS_faccessat2,
     SYS_getdents64, SYS_getcwd, SYS_chdir, SYS_fchdir, SYS_mkdirat, SYS_mknodat, SYS_unlinkat,
-    SYS_renameat2, SYS_linkat, SYS_symlinkat, SYS_readlinkat, SYS_fchmod, SYS_fchmodat,
-    SYS_fchown, SYS_fchownat, SYS_utimensat, SYS_umask, SYS_getxattr, SYS_lgetxattr,
-    SYS_fgetxattr, SYS_listxattr, SYS_llistxattr, SYS_flistxattr, SYS_inotify_init1,
-    SYS_inotify_add_watch, SYS_inotify_rm_watch,
+    SYS_renameat2, SYS_linkat, SYS_symlinkat, SYS_readlinkat, SYS_fchmod, SYS_fchmodat, SYS_fchown,
+    SYS_fchownat, SYS_utimensat, SYS_umask, SYS_getxattr, SYS_lgetxattr, SYS_fgetxattr,
+    SYS_listxattr, SYS_llistxattr, SYS_flistxattr, SYS_inotify_init1, SYS_inotify_add_watch,
+    SYS_inotify_rm_watch,
     // Pipes, polling, event fds.
     SYS_pipe2, SYS_eventfd2, SYS_epoll_create1, SYS_epoll_ctl, SYS_epoll_pwait, SYS_epoll_pwait2,
     SYS_ppoll, SYS_pselect6, SYS_signalfd4, SYS_timerfd_create, SYS_timerfd_settime,
     SYS_timerfd_gettime, SYS_memfd_create,
     // Memory (mlock is bounded by RLIMIT_MEMLOCK and the cgroup).
     SYS_brk, SYS_mmap, SYS_munmap, SYS_mprotect, SYS_mremap, SYS_madvise, SYS_mincore, SYS_msync,
-    SYS_mlock, SYS_mlock2, SYS_munlock, SYS_mlockall, SYS_munlockall, SYS_mbind,
-    SYS_get_mempolicy, SYS_set_mempolicy, SYS_set_mempolicy_home_node, SYS_pkey_alloc,
-    SYS_pkey_free, SYS_pkey_mprotect, SYS_remap_file_pages, SYS_membarrier, SYS_mseal,
+    SYS_mlock, SYS_mlock2, SYS_munlock, SYS_mlockall, SYS_munlockall, SYS_mbind, SYS_get_mempolicy,
+    SYS_set_mempolicy, SYS_set_mempolicy_home_node, SYS_pkey_alloc, SYS_pkey_free,
+    SYS_pkey_mprotect, SYS_remap_file_pages, SYS_membarrier, SYS_mseal,
     // Processes and threads (clone is checked; clone3 gets ENOSYS).
-    SYS_execve, SYS_execveat, SYS_exit, SYS_exit_group, SYS_wait4, SYS_waitid, SYS_kill,
-    SYS_tkill, SYS_tgkill, SYS_getpid, SYS_getppid, SYS_gettid, SYS_setpgid, SYS_getpgid,
-    SYS_setsid, SYS_getsid, SYS_set_tid_address, SYS_set_robust_list, SYS_get_robust_list,
-    SYS_rseq, SYS_futex, SYS_futex_waitv, SYS_prctl, SYS_pidfd_open, SYS_pidfd_send_signal,
-    SYS_restart_syscall, SYS_seccomp, SYS_landlock_create_ruleset, SYS_landlock_add_rule,
-    SYS_landlock_restrict_self, SYS_capget, SYS_capset, SYS_prlimit64, SYS_getrusage,
-    SYS_getpriority, SYS_setpriority, SYS_ioprio_get, SYS_ioprio_set, SYS_getcpu, SYS_uname,
-    SYS_sysinfo, SYS_times,
+    SYS_execve, SYS_execveat, SYS_exit, SYS_exit_group, SYS_wait4, SYS_waitid, SYS_kill, SYS_tkill,
+    SYS_tgkill, SYS_getpid, SYS_getppid, SYS_gettid, SYS_setpgid, SYS_getpgid, SYS_setsid,
+    SYS_getsid, SYS_set_tid_address, SYS_set_robust_list, SYS_get_robust_list, SYS_rseq, SYS_futex,
+    SYS_futex_waitv, SYS_prctl, SYS_pidfd_open, SYS_pidfd_send_signal, SYS_restart_syscall,
+    SYS_seccomp, SYS_landlock_create_ruleset, SYS_landlock_add_rule, SYS_landlock_restrict_self,
+    SYS_capget, SYS_capset, SYS_prlimit64, SYS_getrusage, SYS_getpriority, SYS_setpriority,
+    SYS_ioprio_get, SYS_ioprio_set, SYS_getcpu, SYS_uname, SYS_sysinfo, SYS_times,
     // Scheduling (real-time classes need RLIMIT_RTPRIO or CAP_SYS_NICE).
     SYS_sched_yield, SYS_sched_getaffinity, SYS_sched_setaffinity, SYS_sched_getparam,
-    SYS_sched_setparam, SYS_sched_getscheduler, SYS_sched_setscheduler,
-    SYS_sched_get_priority_max, SYS_sched_get_priority_min, SYS_sched_rr_get_interval,
-    SYS_sched_getattr, SYS_sched_setattr,
+    SYS_sched_setparam, SYS_sched_getscheduler, SYS_sched_setscheduler, SYS_sched_get_priority_max,
+    SYS_sched_get_priority_min, SYS_sched_rr_get_interval, SYS_sched_getattr, SYS_sched_setattr,
     // Signals.
-    SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_rt_sigpending,
-    SYS_rt_sigtimedwait, SYS_rt_sigqueueinfo, SYS_rt_tgsigqueueinfo, SYS_rt_sigsuspend,
-    SYS_sigaltstack,
+    SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_rt_sigreturn, SYS_rt_sigpending, SYS_rt_sigtimedwait,
+    SYS_rt_sigqueueinfo, SYS_rt_tgsigqueueinfo, SYS_rt_sigsuspend, SYS_sigaltstack,
     // Time (reading it; setting it is denied).
     SYS_clock_gettime, SYS_clock_getres, SYS_clock_nanosleep, SYS_nanosleep, SYS_gettimeofday,
     SYS_getitimer, SYS_setitimer, SYS_timer_create, SYS_timer_settime, SYS_timer_gettime,
     SYS_timer_getoverrun, SYS_timer_delete,
     // Credentials (changing them needs capabilities the sandbox lacks).
-    SYS_getuid, SYS_geteuid, SYS_getgid, SYS_getegid, SYS_getresuid, SYS_getresgid,
-    SYS_getgroups, SYS_setuid, SYS_setgid, SYS_setreuid, SYS_setregid, SYS_setresuid,
-    SYS_setresgid, SYS_setgroups, SYS_setfsuid, SYS_setfsgid,
+    SYS_getuid, SYS_geteuid, SYS_getgid, SYS_getegid, SYS_getresuid, SYS_getresgid, SYS_getgroups,
+    SYS_setuid, SYS_setgid, SYS_setreuid, SYS_setregid, SYS_setresuid, SYS_setresgid,
+    SYS_setgroups, SYS_setfsuid, SYS_setfsgid,
     // Sockets (socket and socketpair are checked).
-    SYS_connect, SYS_accept, SYS_accept4, SYS_bind, SYS_listen, SYS_getsockname,
-    SYS_getpeername, SYS_sendto, SYS_recvfrom, SYS_sendmsg, SYS_recvmsg, SYS_sendmmsg,
-    SYS_recvmmsg, SYS_shutdown, SYS_setsockopt, SYS_getsockopt,
+    SYS_connect, SYS_accept, SYS_accept4, SYS_bind, SYS_listen, SYS_getsockname, SYS_getpeername,
+    SYS_sendto, SYS_recvfrom, SYS_sendmsg, SYS_recvmsg, SYS_sendmmsg, SYS_recvmmsg, SYS_shutdown,
+    SYS_setsockopt, SYS_getsockopt,
     // SysV and POSIX IPC (the sandbox has its own IPC namespace).
     SYS_shmget, SYS_shmat, SYS_shmctl, SYS_shmdt, SYS_semget, SYS_semop, SYS_semctl,
     SYS_semtimedop, SYS_msgget, SYS_msgsnd, SYS_msgrcv, SYS_msgctl, SYS_mq_open, SYS_mq_unlink,
@@ -93,66 +96,41 @@ const ALLOWED_COMMON: &[Sys] = sys![
 
 /// Allowed, x86_64 only: the legacy syscalls the generic table dropped, and x86 TLS.
 #[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
 const ALLOWED_ARCH: &[Sys] = sys![
-    SYS_open, SYS_creat, SYS_stat, SYS_lstat, SYS_access, SYS_poll, SYS_select, SYS_pipe,
-    SYS_dup2, SYS_pause, SYS_alarm, SYS_fork, SYS_vfork, SYS_getdents, SYS_rename, SYS_renameat,
-    SYS_mkdir, SYS_rmdir, SYS_link, SYS_unlink, SYS_symlink, SYS_readlink, SYS_chmod, SYS_chown,
-    SYS_lchown, SYS_utime, SYS_utimes, SYS_futimesat, SYS_mknod, SYS_getpgrp, SYS_time,
-    SYS_inotify_init, SYS_epoll_create, SYS_epoll_wait, SYS_signalfd, SYS_eventfd,
-    SYS_getrlimit, SYS_setrlimit, SYS_fchmodat2, SYS_arch_prctl, SYS_set_thread_area,
-    SYS_get_thread_area,
+    SYS_open, SYS_creat, SYS_stat, SYS_lstat, SYS_access, SYS_poll, SYS_select, SYS_pipe, SYS_dup2,
+    SYS_pause, SYS_alarm, SYS_fork, SYS_vfork, SYS_getdents, SYS_rename, SYS_renameat, SYS_mkdir,
+    SYS_rmdir, SYS_link, SYS_unlink, SYS_symlink, SYS_readlink, SYS_chmod, SYS_chown, SYS_lchown,
+    SYS_utime, SYS_utimes, SYS_futimesat, SYS_mknod, SYS_getpgrp, SYS_time, SYS_inotify_init,
+    SYS_epoll_create, SYS_epoll_wait, SYS_signalfd, SYS_eventfd, SYS_getrlimit, SYS_setrlimit,
+    SYS_fchmodat2, SYS_arch_prctl, SYS_set_thread_area, SYS_get_thread_area,
 ];
 
 /// Allowed, aarch64 only.
 #[cfg(target_arch = "aarch64")]
-const ALLOWED_ARCH: &[Sys] = &[Sys {
-    ident: "SYS_fchmodat2",
-    nr: 452,
-}];
+const ALLOWED_ARCH: &[Sys] = &[Sys::new("fchmodat2", 452)];
+
+#[cfg(target_arch = "x86_64")]
+const IO_PGETEVENTS: i64 = 333;
+#[cfg(target_arch = "aarch64")]
+const IO_PGETEVENTS: i64 = 292;
 
 /// Allowed syscalls newer than the `libc` crate's tables. Same numbers in the x86_64 and the
 /// generic (aarch64) tables unless noted.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const ALLOWED_NEW: &[Sys] = &[
-    Sys {
-        ident: "SYS_io_pgetevents",
-        nr: if cfg!(target_arch = "x86_64") { 333 } else { 292 },
-    },
-    Sys {
-        ident: "SYS_cachestat",
-        nr: 451,
-    },
+    Sys::new("io_pgetevents", IO_PGETEVENTS),
+    Sys::new("cachestat", 451),
     // glibc allocates shadow stacks for threads with it when CET/GCS is on.
-    Sys {
-        ident: "SYS_map_shadow_stack",
-        nr: 453,
-    },
-    Sys {
-        ident: "SYS_futex_wake",
-        nr: 454,
-    },
-    Sys {
-        ident: "SYS_futex_wait",
-        nr: 455,
-    },
-    Sys {
-        ident: "SYS_futex_requeue",
-        nr: 456,
-    },
-    Sys {
-        ident: "SYS_getxattrat",
-        nr: 464,
-    },
-    Sys {
-        ident: "SYS_listxattrat",
-        nr: 465,
-    },
+    Sys::new("map_shadow_stack", 453),
+    Sys::new("futex_wake", 454),
+    Sys::new("futex_wait", 455),
+    Sys::new("futex_requeue", 456),
+    Sys::new("getxattrat", 464),
+    Sys::new("listxattrat", 465),
     // The kernel's uretprobe trampoline calls it; outside the trampoline it just kills the caller.
     #[cfg(target_arch = "x86_64")]
-    Sys {
-        ident: "SYS_uretprobe",
-        nr: 335,
-    },
+    Sys::new("uretprobe", 335),
 ];
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -171,30 +149,17 @@ pub(super) fn allowed() -> impl Iterator<Item = Sys> {
         .copied()
 }
 
-/// The syscalls allowed with argument checks (see `mod.rs`).
+/// The syscalls allowed with argument checks (their rules are in `mod.rs`).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod checked {
     use super::Sys;
-    pub(in super::super) const CLONE: Option<Sys> = Some(Sys {
-        ident: "SYS_clone",
-        nr: libc::SYS_clone,
-    });
-    pub(in super::super) const SOCKET: Option<Sys> = Some(Sys {
-        ident: "SYS_socket",
-        nr: libc::SYS_socket,
-    });
-    pub(in super::super) const SOCKETPAIR: Option<Sys> = Some(Sys {
-        ident: "SYS_socketpair",
-        nr: libc::SYS_socketpair,
-    });
-    pub(in super::super) const IOCTL: Option<Sys> = Some(Sys {
-        ident: "SYS_ioctl",
-        nr: libc::SYS_ioctl,
-    });
-    pub(in super::super) const PERSONALITY: Option<Sys> = Some(Sys {
-        ident: "SYS_personality",
-        nr: libc::SYS_personality,
-    });
+    pub(in super::super) const CLONE: Option<Sys> = Some(Sys::new("clone", libc::SYS_clone));
+    pub(in super::super) const SOCKET: Option<Sys> = Some(Sys::new("socket", libc::SYS_socket));
+    pub(in super::super) const SOCKETPAIR: Option<Sys> =
+        Some(Sys::new("socketpair", libc::SYS_socketpair));
+    pub(in super::super) const IOCTL: Option<Sys> = Some(Sys::new("ioctl", libc::SYS_ioctl));
+    pub(in super::super) const PERSONALITY: Option<Sys> =
+        Some(Sys::new("personality", libc::SYS_personality));
 }
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod checked {
@@ -209,94 +174,43 @@ pub(super) use checked::{CLONE, IOCTL, PERSONALITY, SOCKET, SOCKETPAIR};
 
 /// The explicitly denied families. Everything not allowed is denied anyway; these are listed so
 /// that tests prove each one and `kiln doctor` can show them.
+#[rustfmt::skip]
 pub(super) static DENIED_FAMILIES: &[(&str, &[&str])] = &[
-    (
-        "mount",
-        &[
-            "mount",
-            "umount2",
-            "pivot_root",
-            "chroot",
-            "move_mount",
-            "open_tree",
-            "open_tree_attr",
-            "fsopen",
-            "fsmount",
-            "fsconfig",
-            "fspick",
-            "mount_setattr",
-        ],
-    ),
+    ("mount", &[
+        "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "open_tree_attr",
+        "fsopen", "fsmount", "fsconfig", "fspick", "mount_setattr",
+    ]),
     ("namespaces", &["unshare", "setns"]),
     ("clone3", &["clone3"]),
-    (
-        "ptrace",
-        &[
-            "ptrace",
-            "process_vm_readv",
-            "process_vm_writev",
-            "process_madvise",
-            "process_mrelease",
-            "pidfd_getfd",
-            "kcmp",
-        ],
-    ),
+    ("ptrace", &[
+        "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "process_mrelease",
+        "pidfd_getfd", "kcmp",
+    ]),
     ("bpf", &["bpf"]),
     ("perf", &["perf_event_open"]),
-    (
-        "modules",
-        &[
-            "init_module",
-            "finit_module",
-            "delete_module",
-            "create_module",
-            "get_kernel_syms",
-            "query_module",
-        ],
-    ),
+    ("modules", &[
+        "init_module", "finit_module", "delete_module", "create_module", "get_kernel_syms",
+        "query_module",
+    ]),
     ("kexec-reboot", &["kexec_load", "kexec_file_load", "reboot"]),
     ("keyring", &["keyctl", "add_key", "request_key"]),
     ("userfaultfd", &["userfaultfd"]),
-    (
-        "io_uring",
-        &["io_uring_setup", "io_uring_enter", "io_uring_register"],
-    ),
+    ("io_uring", &["io_uring_setup", "io_uring_enter", "io_uring_register"]),
     ("swap", &["swapon", "swapoff"]),
-    (
-        "clock-set",
-        &["settimeofday", "clock_settime", "clock_adjtime", "adjtimex"],
-    ),
+    ("clock-set", &["settimeofday", "clock_settime", "clock_adjtime", "adjtimex"]),
     ("host-identity", &["sethostname", "setdomainname"]),
     ("acct-quota", &["acct", "quotactl", "quotactl_fd"]),
     ("syslog", &["syslog"]),
     ("fs-handles", &["name_to_handle_at", "open_by_handle_at"]),
     ("fanotify", &["fanotify_init", "fanotify_mark"]),
     ("x86-io", &["iopl", "ioperm", "modify_ldt"]),
-    (
-        "legacy",
-        &[
-            "uselib",
-            "ustat",
-            "sysfs",
-            "_sysctl",
-            "nfsservctl",
-            "lookup_dcookie",
-            "vhangup",
-        ],
-    ),
-    (
-        "xattr-write",
-        &[
-            "setxattr",
-            "lsetxattr",
-            "fsetxattr",
-            "removexattr",
-            "lremovexattr",
-            "fremovexattr",
-            "setxattrat",
-            "removexattrat",
-        ],
-    ),
+    ("legacy", &[
+        "uselib", "ustat", "sysfs", "_sysctl", "nfsservctl", "lookup_dcookie", "vhangup",
+    ]),
+    ("xattr-write", &[
+        "setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+        "setxattrat", "removexattrat",
+    ]),
 ];
 
 /// Families that fail with another errno than the policy's default.
@@ -312,13 +226,14 @@ pub(super) fn family_errno(family: &str) -> Option<i32> {
 
 /// The numbers of the denied syscalls on this architecture.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[rustfmt::skip]
 const DENIED_COMMON: &[Sys] = sys![
-    SYS_mount, SYS_umount2, SYS_pivot_root, SYS_chroot, SYS_move_mount, SYS_open_tree,
-    SYS_fsopen, SYS_fsmount, SYS_fsconfig, SYS_fspick, SYS_mount_setattr, SYS_unshare, SYS_setns,
-    SYS_clone3, SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_process_madvise,
-    SYS_process_mrelease, SYS_pidfd_getfd, SYS_kcmp, SYS_bpf, SYS_perf_event_open,
-    SYS_init_module, SYS_finit_module, SYS_delete_module, SYS_kexec_load, SYS_kexec_file_load,
-    SYS_reboot, SYS_keyctl, SYS_add_key, SYS_request_key, SYS_userfaultfd, SYS_io_uring_setup,
+    SYS_mount, SYS_umount2, SYS_pivot_root, SYS_chroot, SYS_move_mount, SYS_open_tree, SYS_fsopen,
+    SYS_fsmount, SYS_fsconfig, SYS_fspick, SYS_mount_setattr, SYS_unshare, SYS_setns, SYS_clone3,
+    SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_process_madvise,
+    SYS_process_mrelease, SYS_pidfd_getfd, SYS_kcmp, SYS_bpf, SYS_perf_event_open, SYS_init_module,
+    SYS_finit_module, SYS_delete_module, SYS_kexec_load, SYS_kexec_file_load, SYS_reboot,
+    SYS_keyctl, SYS_add_key, SYS_request_key, SYS_userfaultfd, SYS_io_uring_setup,
     SYS_io_uring_enter, SYS_io_uring_register, SYS_swapon, SYS_swapoff, SYS_settimeofday,
     SYS_clock_settime, SYS_clock_adjtime, SYS_adjtimex, SYS_sethostname, SYS_setdomainname,
     SYS_acct, SYS_quotactl, SYS_quotactl_fd, SYS_syslog, SYS_name_to_handle_at,
@@ -328,6 +243,7 @@ const DENIED_COMMON: &[Sys] = sys![
 ];
 
 #[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
 const DENIED_ARCH: &[Sys] = sys![
     SYS_iopl, SYS_ioperm, SYS_modify_ldt, SYS_uselib, SYS_ustat, SYS_sysfs, SYS__sysctl,
 ];
@@ -337,34 +253,16 @@ const DENIED_ARCH: &[Sys] = &[];
 /// Denied syscalls newer (or older) than the `libc` crate's tables.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const DENIED_EXTRA: &[Sys] = &[
-    Sys {
-        ident: "SYS_setxattrat",
-        nr: 463,
-    },
-    Sys {
-        ident: "SYS_removexattrat",
-        nr: 466,
-    },
-    Sys {
-        ident: "SYS_open_tree_attr",
-        nr: 467,
-    },
+    Sys::new("setxattrat", 463),
+    Sys::new("removexattrat", 466),
+    Sys::new("open_tree_attr", 467),
     // Removed in Linux 2.6, still reserved in the x86_64 table.
     #[cfg(target_arch = "x86_64")]
-    Sys {
-        ident: "SYS_create_module",
-        nr: 174,
-    },
+    Sys::new("create_module", 174),
     #[cfg(target_arch = "x86_64")]
-    Sys {
-        ident: "SYS_get_kernel_syms",
-        nr: 177,
-    },
+    Sys::new("get_kernel_syms", 177),
     #[cfg(target_arch = "x86_64")]
-    Sys {
-        ident: "SYS_query_module",
-        nr: 178,
-    },
+    Sys::new("query_module", 178),
 ];
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]

@@ -120,7 +120,10 @@ pub(super) fn run_child_timeout(
             rlim_max: 0,
         };
         let limit = std::ptr::from_ref(&no_core) as u64;
-        let _ = raw(libc::SYS_prlimit64, [0, libc::RLIMIT_CORE as u64, limit, 0, 0, 0]);
+        let _ = raw(
+            libc::SYS_prlimit64,
+            [0, libc::RLIMIT_CORE as u64, limit, 0, 0, 0],
+        );
         if let Some(filter) = filter {
             let nnp = libc::PR_SET_NO_NEW_PRIVS as u64;
             if raw(libc::SYS_prctl, [nnp, 1, 0, 0, 0, 0]).is_err() {
@@ -172,9 +175,17 @@ fn policy_compiles_within_bpf_limits() {
     for network in [false, true] {
         let policy = SeccompPolicy::sandbox(SeccompOptions { network });
         let compiled = policy.compile().expect("compiles");
-        assert_eq!(compiled.programs().len(), 3, "allowlist, ENOSYS and EOPNOTSUPP");
+        assert_eq!(
+            compiled.programs().len(),
+            3,
+            "allowlist, ENOSYS and EOPNOTSUPP"
+        );
         for program in compiled.programs() {
-            assert!(!program.is_empty() && program.len() < 4096, "{}", program.len());
+            assert!(
+                !program.is_empty() && program.len() < 4096,
+                "{}",
+                program.len()
+            );
         }
         if cfg!(target_arch = "x86_64") {
             let count = policy.allowed_syscalls().count();
@@ -188,14 +199,35 @@ fn allowlist_has_no_x32_or_duplicate_numbers() {
     let policy = SeccompPolicy::sandbox(SeccompOptions { network: true });
     let mut seen = std::collections::BTreeSet::new();
     for rule in policy.rules() {
-        assert!((0..0x4000_0000).contains(&rule.nr), "{}: {}", rule.name, rule.nr);
+        assert!(
+            (0..0x4000_0000).contains(&rule.nr),
+            "{}: {}",
+            rule.name,
+            rule.nr
+        );
         assert!(seen.insert(rule.nr), "{} twice", rule.name);
     }
-    for name in ["clone3", "ptrace", "mount", "unshare", "bpf", "io_uring_setup", "setxattr"] {
-        assert!(policy.allowed_syscalls().all(|n| n != name), "{name} allowed");
+    for name in [
+        "clone3",
+        "ptrace",
+        "mount",
+        "unshare",
+        "bpf",
+        "io_uring_setup",
+        "setxattr",
+    ] {
+        assert!(
+            policy.allowed_syscalls().all(|n| n != name),
+            "{name} allowed"
+        );
     }
-    for name in ["read", "execve", "clone", "socket", "ioctl", "futex", "rseq", "vfork"] {
-        assert!(policy.allowed_syscalls().any(|n| n == name), "{name} missing");
+    for name in [
+        "read", "execve", "clone", "socket", "ioctl", "futex", "rseq", "vfork",
+    ] {
+        assert!(
+            policy.allowed_syscalls().any(|n| n == name),
+            "{name} missing"
+        );
     }
 }
 
@@ -246,7 +278,11 @@ fn assert_family_denied(family: &str) {
         let got = run_child(Some(&normal), call);
         assert_eq!(got, Outcome::Exited(fam.errno), "{family}: {name}");
         let got = run_child(Some(&sentinel), call);
-        assert_eq!(got, Outcome::Exited(expected_sentinel), "{family}: {name} (sentinel)");
+        assert_eq!(
+            got,
+            Outcome::Exited(expected_sentinel),
+            "{family}: {name} (sentinel)"
+        );
     }
 }
 
@@ -301,8 +337,14 @@ fn every_denied_family_has_a_test() {
 fn x32_syscalls_are_denied() {
     let getpid_x32 = libc::SYS_getpid | 0x4000_0000;
     let call = || code(raw(getpid_x32, [0; 6]));
-    assert_eq!(run_child(Some(&filter(false, false)), call), Outcome::Exited(libc::EPERM));
-    assert_eq!(run_child(Some(&filter(false, true)), call), Outcome::Exited(SENTINEL));
+    assert_eq!(
+        run_child(Some(&filter(false, false)), call),
+        Outcome::Exited(libc::EPERM)
+    );
+    assert_eq!(
+        run_child(Some(&filter(false, true)), call),
+        Outcome::Exited(SENTINEL)
+    );
 }
 
 /// i386 `getpid` (20) through `int 0x80`; `r8`-`r11` are clobbered by that entry.
@@ -372,21 +414,37 @@ fn clone_with_namespace_flags_is_denied() {
             let call = || fork_result(raw(libc::SYS_clone, [clone_flags, 0, 0, 0, 0, 0]));
             assert_eq!(run_child(Some(&normal), call), Outcome::Exited(libc::EPERM));
             let got = run_child(Some(&sentinel), call);
-            assert_eq!(got, Outcome::Exited(SENTINEL), "clone flags {clone_flags:#x}");
+            assert_eq!(
+                got,
+                Outcome::Exited(SENTINEL),
+                "clone flags {clone_flags:#x}"
+            );
         }
     }
 }
 
 #[test]
 fn unshare_newuser_is_denied() {
-    let call = || code(raw(libc::SYS_unshare, [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]));
-    assert_eq!(run_child(Some(&filter(false, false)), call), Outcome::Exited(libc::EPERM));
-    assert_eq!(run_child(Some(&filter(false, true)), call), Outcome::Exited(SENTINEL));
+    let call = || {
+        code(raw(
+            libc::SYS_unshare,
+            [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0],
+        ))
+    };
+    assert_eq!(
+        run_child(Some(&filter(false, false)), call),
+        Outcome::Exited(libc::EPERM)
+    );
+    assert_eq!(
+        run_child(Some(&filter(false, true)), call),
+        Outcome::Exited(SENTINEL)
+    );
 }
 
 #[test]
 fn fork_and_plain_clone_are_allowed() {
-    let thread_like = (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD) as u64;
+    let thread_like =
+        (libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD) as u64;
     let mut tid = 0i32;
     let tid_ptr = std::ptr::from_mut(&mut tid) as u64;
     let call = || {
@@ -402,7 +460,10 @@ fn fork_and_plain_clone_are_allowed() {
         }
         0
     };
-    assert_eq!(run_child(Some(&filter(false, true)), call), Outcome::Exited(0));
+    assert_eq!(
+        run_child(Some(&filter(false, true)), call),
+        Outcome::Exited(0)
+    );
 }
 
 // ----- Everyday syscalls keep working. -----
@@ -418,7 +479,10 @@ fn everyday_syscalls_are_allowed() {
         }
         let at_fdcwd = libc::AT_FDCWD as u64;
         let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-        let open = raw(libc::SYS_openat, [at_fdcwd, path.as_ptr() as u64, flags, 0, 0, 0]);
+        let open = raw(
+            libc::SYS_openat,
+            [at_fdcwd, path.as_ptr() as u64, flags, 0, 0, 0],
+        );
         let Ok(fd) = open else { return 2 };
         if !matches!(raw(libc::SYS_read, [fd as u64, buf_ptr, 64, 0, 0, 0]), Ok(n) if n > 0) {
             return 3;
@@ -428,7 +492,12 @@ fn everyday_syscalls_are_allowed() {
         }
         let mut fds = [0i32; 2];
         let fds_ptr = fds.as_mut_ptr() as u64;
-        if raw(libc::SYS_pipe2, [fds_ptr, libc::O_CLOEXEC as u64, 0, 0, 0, 0]).is_err() {
+        if raw(
+            libc::SYS_pipe2,
+            [fds_ptr, libc::O_CLOEXEC as u64, 0, 0, 0, 0],
+        )
+        .is_err()
+        {
             return 5;
         }
         let (r, w) = (fds[0] as u64, fds[1] as u64);
@@ -456,7 +525,12 @@ fn everyday_syscalls_are_allowed() {
             return 11;
         }
         let name = c"kiln-test".as_ptr() as u64;
-        if raw(libc::SYS_prctl, [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0]).is_err() {
+        if raw(
+            libc::SYS_prctl,
+            [libc::PR_SET_NAME as u64, name, 0, 0, 0, 0],
+        )
+        .is_err()
+        {
             return 12;
         }
         if raw(libc::SYS_sched_getaffinity, [0, 64, buf_ptr, 0, 0, 0]).is_err() {
@@ -472,7 +546,10 @@ fn everyday_syscalls_are_allowed() {
         }
         0
     };
-    assert_eq!(run_child(Some(&filter(false, true)), call), Outcome::Exited(0));
+    assert_eq!(
+        run_child(Some(&filter(false, true)), call),
+        Outcome::Exited(0)
+    );
 }
 
 // ----- Argument checks. -----
@@ -480,31 +557,133 @@ fn everyday_syscalls_are_allowed() {
 /// `(domain, type, protocol, allowed without network, allowed with network)`.
 const SOCKET_CASES: &[(i32, i32, i32, bool, bool)] = &[
     (libc::AF_UNIX, libc::SOCK_STREAM, 0, true, true),
-    (libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0, true, true),
+    (
+        libc::AF_UNIX,
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+        0,
+        true,
+        true,
+    ),
     (libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, true, true),
     (libc::AF_INET, libc::SOCK_STREAM, 0, true, true),
-    (libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, libc::IPPROTO_TCP, true, true),
+    (
+        libc::AF_INET,
+        libc::SOCK_STREAM | libc::SOCK_NONBLOCK,
+        libc::IPPROTO_TCP,
+        true,
+        true,
+    ),
     (libc::AF_INET, libc::SOCK_DGRAM, 0, true, true),
-    (libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::IPPROTO_UDP, true, true),
-    (libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_ICMP, true, true),
+    (
+        libc::AF_INET,
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+        libc::IPPROTO_UDP,
+        true,
+        true,
+    ),
+    (
+        libc::AF_INET,
+        libc::SOCK_DGRAM,
+        libc::IPPROTO_ICMP,
+        true,
+        true,
+    ),
     (libc::AF_INET6, libc::SOCK_STREAM, 0, true, true),
-    (libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6, true, true),
-    (libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP, false, false),
-    (libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW, false, false),
-    (libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_ICMPV6, false, false),
-    (libc::AF_INET, libc::SOCK_PACKET, 0, false, false),
+    (
+        libc::AF_INET6,
+        libc::SOCK_DGRAM,
+        libc::IPPROTO_ICMPV6,
+        true,
+        true,
+    ),
+    (
+        libc::AF_INET,
+        libc::SOCK_RAW,
+        libc::IPPROTO_ICMP,
+        false,
+        false,
+    ),
+    (
+        libc::AF_INET,
+        libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+        libc::IPPROTO_RAW,
+        false,
+        false,
+    ),
+    (
+        libc::AF_INET6,
+        libc::SOCK_RAW,
+        libc::IPPROTO_ICMPV6,
+        false,
+        false,
+    ),
+    (libc::AF_INET, 10 /* SOCK_PACKET */, 0, false, false),
     (libc::AF_INET, libc::SOCK_SEQPACKET, 0, false, false),
-    (libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP, false, false),
-    (libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE, false, false),
+    (
+        libc::AF_INET,
+        libc::SOCK_STREAM,
+        libc::IPPROTO_SCTP,
+        false,
+        false,
+    ),
+    (
+        libc::AF_INET,
+        libc::SOCK_DGRAM,
+        libc::IPPROTO_UDPLITE,
+        false,
+        false,
+    ),
     (libc::AF_INET, 6 /* SOCK_DCCP */, 33, false, false),
-    (libc::AF_PACKET, libc::SOCK_RAW, 0x0300 /* htons(ETH_P_ALL) */, false, false),
+    (
+        libc::AF_PACKET,
+        libc::SOCK_RAW,
+        0x0300, /* htons(ETH_P_ALL) */
+        false,
+        false,
+    ),
     (libc::AF_PACKET, libc::SOCK_DGRAM, 0, false, false),
-    (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE, false, true),
-    (libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE, false, true),
-    (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_AUDIT, false, false),
-    (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_KOBJECT_UEVENT, false, false),
-    (libc::AF_NETLINK, libc::SOCK_RAW, 4 /* NETLINK_SOCK_DIAG */, false, false),
-    (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_GENERIC, false, false),
+    (
+        libc::AF_NETLINK,
+        libc::SOCK_RAW,
+        libc::NETLINK_ROUTE,
+        false,
+        true,
+    ),
+    (
+        libc::AF_NETLINK,
+        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+        libc::NETLINK_ROUTE,
+        false,
+        true,
+    ),
+    (
+        libc::AF_NETLINK,
+        libc::SOCK_RAW,
+        libc::NETLINK_AUDIT,
+        false,
+        false,
+    ),
+    (
+        libc::AF_NETLINK,
+        libc::SOCK_RAW,
+        libc::NETLINK_KOBJECT_UEVENT,
+        false,
+        false,
+    ),
+    (
+        libc::AF_NETLINK,
+        libc::SOCK_RAW,
+        4, /* NETLINK_SOCK_DIAG */
+        false,
+        false,
+    ),
+    (
+        libc::AF_NETLINK,
+        libc::SOCK_RAW,
+        libc::NETLINK_GENERIC,
+        false,
+        false,
+    ),
     (libc::AF_ALG, libc::SOCK_SEQPACKET, 0, false, false),
     (libc::AF_KEY, libc::SOCK_RAW, 2, false, false),
     (libc::AF_VSOCK, libc::SOCK_STREAM, 0, false, false),
@@ -519,7 +698,10 @@ fn socket_domains_types_and_protocols() {
         (true, filter(true, true), filter(true, false)),
     ];
     for &(domain, ty, protocol, without_net, with_net) in SOCKET_CASES {
-        let call = || match raw(libc::SYS_socket, [domain as u64, ty as u64, protocol as u64, 0, 0, 0]) {
+        let call = || match raw(
+            libc::SYS_socket,
+            [domain as u64, ty as u64, protocol as u64, 0, 0, 0],
+        ) {
             Ok(fd) => code(raw(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])),
             Err(errno) => errno,
         };
@@ -527,7 +709,11 @@ fn socket_domains_types_and_protocols() {
             let expected = if *network { with_net } else { without_net };
             let got = run_child(Some(sentinel), call);
             let what = format!("socket({domain}, {ty:#x}, {protocol}), network {network}");
-            assert_eq!(got != Outcome::Exited(SENTINEL), expected, "{what}: {got:?}");
+            assert_eq!(
+                got != Outcome::Exited(SENTINEL),
+                expected,
+                "{what}: {got:?}"
+            );
             if !expected {
                 let got = run_child(Some(normal), call);
                 assert_eq!(got, Outcome::Exited(libc::EPERM), "{what}");
@@ -539,11 +725,18 @@ fn socket_domains_types_and_protocols() {
 #[test]
 fn socketpair_only_unix() {
     let sentinel = filter(true, true);
-    for (domain, allowed) in [(libc::AF_UNIX, true), (libc::AF_INET, false), (libc::AF_NETLINK, false)] {
+    for (domain, allowed) in [
+        (libc::AF_UNIX, true),
+        (libc::AF_INET, false),
+        (libc::AF_NETLINK, false),
+    ] {
         let call = || {
             let mut sv = [0i32; 2];
             let sv_ptr = sv.as_mut_ptr() as u64;
-            code(raw(libc::SYS_socketpair, [domain as u64, libc::SOCK_STREAM as u64, 0, sv_ptr, 0, 0]))
+            code(raw(
+                libc::SYS_socketpair,
+                [domain as u64, libc::SOCK_STREAM as u64, 0, sv_ptr, 0, 0],
+            ))
         };
         let got = run_child(Some(&sentinel), call);
         if allowed {

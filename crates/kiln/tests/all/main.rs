@@ -1,0 +1,5 @@
+//! Kiln's integration tests, in one binary to keep link time down: escape tests, verdicts,
+//! accounting and cleanup, all against real sandboxes.
+
+mod common;
+mod escape;
