@@ -66,7 +66,7 @@ const ALLOWED_COMMON: &[Sys] = sys![
     SYS_futex_waitv, SYS_prctl, SYS_pidfd_open, SYS_pidfd_send_signal, SYS_restart_syscall,
     SYS_seccomp, SYS_landlock_create_ruleset, SYS_landlock_add_rule, SYS_landlock_restrict_self,
     SYS_capget, SYS_capset, SYS_prlimit64, SYS_getrusage, SYS_getpriority, SYS_setpriority,
-    SYS_ioprio_get, SYS_ioprio_set, SYS_getcpu, SYS_uname, SYS_sysinfo, SYS_times,
+    SYS_ioprio_get, SYS_ioprio_set, SYS_getcpu, SYS_uname, SYS_sysinfo, SYS_times, SYS_getrandom,
     // Scheduling (real-time classes need RLIMIT_RTPRIO or CAP_SYS_NICE).
     SYS_sched_yield, SYS_sched_getaffinity, SYS_sched_setaffinity, SYS_sched_getparam,
     SYS_sched_setparam, SYS_sched_getscheduler, SYS_sched_setscheduler, SYS_sched_get_priority_max,

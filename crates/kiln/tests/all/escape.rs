@@ -65,7 +65,7 @@ fn filling_tmp_and_workspace_stops_at_their_size() {
     require_isolation!();
     for dir in ["/tmp", "/workspace"] {
         let r = sh(
-            &["--memory-limit", "512M"],
+            &["--memory-limit", "512M", "--file-size-limit", "1G"],
             &format!("head -c 300M /dev/zero > {dir}/fill; echo rc=$?; ls -l {dir}/fill"),
         );
         assert_eq!(r.status(), "ok", "{dir}: {}", r.json);

@@ -3,3 +3,5 @@
 
 mod common;
 mod escape;
+mod lifecycle;
+mod verdicts;
