@@ -252,10 +252,13 @@ impl Sandbox {
         let answer = self.control.request(&Request::Spawn(req), &fds).await?;
         drop((stdin_r, stdout_w, stderr_w));
         match answer {
-            Answer::Spawned { pid, exit } => {
-                Process::new(pid, [stdin_w, stdout_r, stderr_r], exit, self.control.clone())
-                    .map_err(io_err("process stdio"))
-            }
+            Answer::Spawned { pid, exit } => Process::new(
+                pid,
+                [stdin_w, stdout_r, stderr_r],
+                exit,
+                self.control.clone(),
+            )
+            .map_err(io_err("process stdio")),
             Answer::Reply(Reply::Failed { message, .. }) => Err(EngineError::Warden(message)),
             Answer::Reply(other) => Err(EngineError::Warden(format!("unexpected reply {other:?}"))),
         }
@@ -297,8 +300,8 @@ impl Drop for Sandbox {
 /// A pipe whose host end is non-blocking. `host_reads`: the host keeps the read end.
 /// Returns (read end, write end).
 fn host_pipe(host_reads: bool) -> Result<(OwnedFd, OwnedFd), EngineError> {
-    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| EngineError::Io {
+    let (r, w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| EngineError::Io {
             what: "pipe".into(),
             source: e.into(),
         })?;

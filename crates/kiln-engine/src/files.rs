@@ -36,7 +36,12 @@ pub fn validate_relative(dest: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
-fn open_in_root(root: &OwnedFd, path: &str, flags: OFlags, mode: Mode) -> rustix::io::Result<OwnedFd> {
+fn open_in_root(
+    root: &OwnedFd,
+    path: &str,
+    flags: OFlags,
+    mode: Mode,
+) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat2(
         root,
         path,
@@ -91,17 +96,30 @@ impl Sandbox {
         let (uid, gid) = self.host_ids();
         let _identity = AsSandboxUser::enter(uid, gid);
         let full = format!("{WORKSPACE}/{dest}");
-        let mut dir = open_in_root(&root, WORKSPACE, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
-            .map_err(errno_ctx(format!("open {WORKSPACE}")))?;
-        let mut parts: Vec<&str> = dest.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        let mut dir = open_in_root(
+            &root,
+            WORKSPACE,
+            OFlags::DIRECTORY | OFlags::RDONLY,
+            Mode::empty(),
+        )
+        .map_err(errno_ctx(format!("open {WORKSPACE}")))?;
+        let mut parts: Vec<&str> = dest
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
         let name = parts.pop().unwrap_or(dest);
         for part in parts {
             match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(errno_ctx(format!("mkdir {part} in {full}"))(e)),
             }
-            dir = rustix::fs::openat(&dir, part, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                .map_err(errno_ctx(format!("open {part} in {full}")))?;
+            dir = rustix::fs::openat(
+                &dir,
+                part,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(errno_ctx(format!("open {part} in {full}")))?;
         }
         let fd = rustix::fs::openat(
             &dir,
@@ -110,7 +128,8 @@ impl Sandbox {
             Mode::from_raw_mode(mode),
         )
         .map_err(errno_ctx(format!("create {full}")))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(errno_ctx(format!("chmod {full}")))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+            .map_err(errno_ctx(format!("chmod {full}")))?;
         let file = std::fs::File::from(fd);
         std::io::Write::write_all(&mut &file, data).map_err(io_err(format!("write {full}")))?;
         Ok(())

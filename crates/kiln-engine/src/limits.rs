@@ -90,13 +90,13 @@ impl Limits {
     /// The rlimits every process of the run gets.
     pub fn rlimits(&self) -> Vec<Rlimit> {
         let mut out = vec![Rlimit {
-            resource: libc::RLIMIT_CORE as u32,
+            resource: libc::RLIMIT_CORE,
             limit: 0,
         }];
         let mut push = |resource: libc::__rlimit_resource_t, v: Option<u64>| {
             if let Some(limit) = v {
                 out.push(Rlimit {
-                    resource: resource as u32,
+                    resource,
                     limit,
                 });
             }
@@ -105,10 +105,7 @@ impl Limits {
         push(libc::RLIMIT_NOFILE, self.open_files);
         push(libc::RLIMIT_STACK, self.stack_bytes);
         // A backstop behind the engine's CPU clock: the kernel stops a run the engine lost track of.
-        push(
-            libc::RLIMIT_CPU,
-            self.cpu_time.map(|t| t.as_secs() + 2),
-        );
+        push(libc::RLIMIT_CPU, self.cpu_time.map(|t| t.as_secs() + 2));
         out
     }
 }

@@ -229,8 +229,14 @@ async fn run_inner(
     while output_open {
         match tokio::time::timeout_at(drain_until, out_rx.recv()).await {
             Ok(Some((stream, data))) => {
-                if !deliver(sink, stream, &data, &mut written, limits.output_bytes, &mut truncated)
-                    && killed_for.is_none()
+                if !deliver(
+                    sink,
+                    stream,
+                    &data,
+                    &mut written,
+                    limits.output_bytes,
+                    &mut truncated,
+                ) && killed_for.is_none()
                 {
                     killed_for = Some(KillReason::Output);
                 }
@@ -254,9 +260,7 @@ async fn run_inner(
         signal: exit.signal.map(signal_name),
         cpu_ms: cpu_cg.max(cpu_ru).as_millis() as u64,
         wall_ms: wall.as_millis() as u64,
-        memory_bytes: stats
-            .memory_peak_bytes
-            .unwrap_or(exit.max_rss_kib * 1024),
+        memory_bytes: stats.memory_peak_bytes.unwrap_or(exit.max_rss_kib * 1024),
         truncated,
         message: None,
     })

@@ -166,8 +166,14 @@ mod tests {
     fn every_status_is_decided() {
         assert_eq!(decide(&outcome(Some(0), None)), Status::Ok);
         assert_eq!(decide(&outcome(Some(3), None)), Status::NonzeroExit);
-        assert_eq!(decide(&outcome(None, Some(libc::SIGSEGV))), Status::Signaled);
-        assert_eq!(decide(&outcome(None, Some(libc::SIGXCPU))), Status::TimeLimit);
+        assert_eq!(
+            decide(&outcome(None, Some(libc::SIGSEGV))),
+            Status::Signaled
+        );
+        assert_eq!(
+            decide(&outcome(None, Some(libc::SIGXCPU))),
+            Status::TimeLimit
+        );
         let oom = Outcome {
             oom_kills: 1,
             ..outcome(None, Some(libc::SIGKILL))

@@ -144,7 +144,10 @@ fn resolve(prog: &str, env: &[String]) -> Result<String, PlanError> {
         .map(|d| format!("{d}/{prog}"))
         .find(|p| {
             std::fs::metadata(p)
-                .map(|m| m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
+                .map(|m| {
+                    m.is_file()
+                        && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+                })
                 .unwrap_or(false)
         })
         .ok_or_else(|| PlanError::NotFound(prog.to_string()))
@@ -203,7 +206,10 @@ impl ExecPlan {
         for rl in &self.rlimits {
             check(ExecStep::Rlimits, sys(sys_setrlimit(rl.resource, rl.limit)))?;
         }
-        check(ExecStep::Capabilities, drop_bounding_and_ambient(self.last_cap))?;
+        check(
+            ExecStep::Capabilities,
+            drop_bounding_and_ambient(self.last_cap),
+        )?;
         check(ExecStep::Identity, sys(sys_set_ids(self.uid, self.gid)))?;
         check(ExecStep::Capabilities, sys(sys_clear_caps()))?;
         check(ExecStep::NoNewPrivs, sys(sys_no_new_privs()))?;
@@ -216,7 +222,13 @@ impl ExecPlan {
             seccomp.install().map_err(|e| errno_of(&e)),
         )?;
         // SAFETY: path, argv and envp are NUL-terminated arrays of C strings owned by self.
-        unsafe { libc::execve(self.path.as_ptr(), self.argv_ptrs.as_ptr(), self.env_ptrs.as_ptr()) };
+        unsafe {
+            libc::execve(
+                self.path.as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                self.env_ptrs.as_ptr(),
+            )
+        };
         Err((ExecStep::Exec, last_errno()))
     }
 }
@@ -263,7 +275,13 @@ pub fn decode_report(buf: &[u8; 8]) -> (Option<ExecStep>, i32) {
 
 /// Restores default dispositions for the signals the warden changes and unblocks everything.
 fn reset_signals() -> Result<(), i32> {
-    for sig in [libc::SIGPIPE, libc::SIGCHLD, libc::SIGXFSZ, libc::SIGTERM, libc::SIGINT] {
+    for sig in [
+        libc::SIGPIPE,
+        libc::SIGCHLD,
+        libc::SIGXFSZ,
+        libc::SIGTERM,
+        libc::SIGINT,
+    ] {
         // SAFETY: setting SIG_DFL for a valid signal number is always sound.
         if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
             return Err(last_errno());

@@ -18,7 +18,9 @@ const STAGING: &str = "/tmp";
 
 /// Host system dirs bound read-only when they are real directories (on merged-usr hosts `/bin` and
 /// friends are symlinks and become the same symlinks inside).
-const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 /// Host `/etc` entries some programs need, bound read-only when present.
 const ETC_BINDS: &[&str] = &[
     "/etc/alternatives",
@@ -114,13 +116,7 @@ fn bind_ro(src: &Path, target: &Path) -> Result<(), RootfsError> {
     ctx(
         "bind",
         target,
-        sys_mount(
-            Some(src),
-            target,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-        ),
+        sys_mount(Some(src), target, None, libc::MS_BIND | libc::MS_REC, None),
     )?;
     ro_remount(target, libc::MS_NOSUID | libc::MS_NODEV)
 }

@@ -447,7 +447,16 @@ fn child_main(a: &ChildArgs) -> ! {
     };
     // SAFETY: the pointers are NUL-terminated strings and arrays prepared before clone and still
     // mapped in this copy of the address space.
-    unsafe { libc::syscall(libc::SYS_execveat, a.exe, a.empty, a.argv, a.envp, libc::AT_EMPTY_PATH) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            a.exe,
+            a.empty,
+            a.argv,
+            a.envp,
+            libc::AT_EMPTY_PATH,
+        )
+    };
     child_fail(a.err_write, 12)
 }
 

@@ -63,7 +63,10 @@ pub fn main() -> ! {
 impl Warden {
     fn setup(control: OwnedFd, cfg: WardenConfig, buf: Vec<u8>) -> Result<Self, (OwnedFd, Reply)> {
         if let Err(e) = rustix::system::sethostname(cfg.hostname.as_bytes()) {
-            return Err((control, fail("sethostname", e.to_string(), Some(e.raw_os_error()))));
+            return Err((
+                control,
+                fail("sethostname", e.to_string(), Some(e.raw_os_error())),
+            ));
         }
         if let Err(e) = loopback_up() {
             return Err((control, fail("loopback", e.to_string(), e.raw_os_error())));
@@ -195,12 +198,17 @@ impl Warden {
                 Some(libc::EINVAL),
             );
         }
-        let plan = match ExecPlan::new(req, self.cfg.sandbox_uid, self.cfg.sandbox_gid, self.last_cap)
-        {
+        let plan = match ExecPlan::new(
+            req,
+            self.cfg.sandbox_uid,
+            self.cfg.sandbox_gid,
+            self.last_cap,
+        ) {
             Ok(p) => p,
             Err(e) => return fail("plan", e.to_string(), Some(libc::ENOENT)),
         };
-        let (err_read, err_write) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+        let (err_read, err_write) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        {
             Ok(p) => p,
             Err(e) => return fail("pipe", e.to_string(), Some(e.raw_os_error())),
         };
@@ -247,7 +255,8 @@ impl Warden {
             // SAFETY: rusage is plain data that wait4 fills.
             let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
             // SAFETY: status and ru are valid for writes.
-            let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG | libc::__WALL, &mut ru) };
+            let pid =
+                unsafe { libc::wait4(-1, &mut status, libc::WNOHANG | libc::__WALL, &mut ru) };
             if pid <= 0 {
                 return Ok(());
             }

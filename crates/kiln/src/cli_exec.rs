@@ -99,8 +99,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let mut files = Vec::new();
     for arg in &args.files {
         let (path, dest) = split_file_arg(arg);
-        kiln_engine::files::validate_relative(&dest)
-            .with_context(|| format!("--file {arg}"))?;
+        kiln_engine::files::validate_relative(&dest).with_context(|| format!("--file {arg}"))?;
         let data = std::fs::read(&path).with_context(|| format!("--file {}", path.display()))?;
         let mode = std::fs::metadata(&path)
             .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
@@ -122,14 +121,18 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             });
             StdinSource::Live(rx)
         }
-        Some(path) => StdinSource::Bytes(
-            std::fs::read(path).with_context(|| format!("--stdin {path}"))?,
-        ),
+        Some(path) => {
+            StdinSource::Bytes(std::fs::read(path).with_context(|| format!("--stdin {path}"))?)
+        }
     };
 
     let exe = std::env::current_exe().context("locating the kiln binary")?;
-    let engine = Engine::new(EngineConfig::new(exe)).context("preparing the host (try `kiln doctor`)")?;
-    let sandbox = engine.sandbox(&limits).await.context("creating the sandbox")?;
+    let engine =
+        Engine::new(EngineConfig::new(exe)).context("preparing the host (try `kiln doctor`)")?;
+    let sandbox = engine
+        .sandbox(&limits)
+        .await
+        .context("creating the sandbox")?;
     for (dest, data, mode) in &files {
         sandbox
             .write_file(dest, data, *mode)
@@ -148,7 +151,10 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             return;
         }
         let _ = match stream {
-            Stream::Stdout => std::io::stdout().lock().write_all(chunk).and_then(|_| std::io::stdout().flush()),
+            Stream::Stdout => std::io::stdout()
+                .lock()
+                .write_all(chunk)
+                .and_then(|_| std::io::stdout().flush()),
             Stream::Stderr => std::io::stderr().lock().write_all(chunk),
         };
     };
@@ -177,7 +183,11 @@ fn summary(r: &RunResult) -> String {
         r.cpu_ms,
         r.wall_ms,
         r.memory_bytes as f64 / (1024.0 * 1024.0),
-        if r.truncated { ", output truncated" } else { "" }
+        if r.truncated {
+            ", output truncated"
+        } else {
+            ""
+        }
     )
 }
 

@@ -20,7 +20,9 @@ fn print(c: &Check) {
 }
 
 fn read_trim(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Runs every check; returns 0 when all pass.
@@ -44,7 +46,9 @@ pub async fn run() -> i32 {
     let seccomp = read_trim("/proc/sys/kernel/seccomp/actions_avail");
     checks.push(Check {
         name: "seccomp",
-        ok: seccomp.as_deref().is_some_and(|a| a.contains("errno") && a.contains("kill_process")),
+        ok: seccomp
+            .as_deref()
+            .is_some_and(|a| a.contains("errno") && a.contains("kill_process")),
         detail: seccomp.unwrap_or_else(|| "no /proc/sys/kernel/seccomp".into()),
         fix: "use a kernel built with CONFIG_SECCOMP_FILTER=y",
     });
@@ -60,7 +64,14 @@ pub async fn run() -> i32 {
             let placements = layout.describe();
             let detail = placements
                 .iter()
-                .map(|p| format!("{}={:?} at {}", p.controller.name(), p.version, p.own_dir.display()))
+                .map(|p| {
+                    format!(
+                        "{}={:?} at {}",
+                        p.controller.name(),
+                        p.version,
+                        p.own_dir.display()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             let has = |name: &str| placements.iter().any(|p| p.controller.name() == name);
@@ -87,7 +98,10 @@ pub async fn run() -> i32 {
     for c in &checks {
         print(c);
     }
-    let failed = checks.iter().filter(|c| !c.ok && c.name != "landlock").count();
+    let failed = checks
+        .iter()
+        .filter(|c| !c.ok && c.name != "landlock")
+        .count();
     if failed == 0 {
         println!("kiln doctor: this host can run sandboxes");
         0
@@ -124,7 +138,11 @@ async fn sandbox_check() -> Check {
         }
     };
     let spec = RunSpec::new(
-        vec!["/bin/sh".into(), "-c".into(), "echo sandboxed as $(id -u)".into()],
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo sandboxed as $(id -u)".into(),
+        ],
         Limits::default(),
     );
     let result = kiln_engine::runner::run(&sandbox, spec, &mut sink, None).await;
@@ -142,6 +160,9 @@ async fn sandbox_check() -> Check {
             fix: "",
         }
     } else {
-        fail(format!("run ended {:?}: {text:?} {:?}", result.status, result.message))
+        fail(format!(
+            "run ended {:?}: {text:?} {:?}",
+            result.status, result.message
+        ))
     }
 }

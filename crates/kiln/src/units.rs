@@ -17,7 +17,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
     };
     Ok(Duration::from_secs_f64(secs))
 }
@@ -32,12 +36,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if !value.is_finite() || value < 0.0 {
         return Err(format!("{s:?} is not a positive size"));
     }
-    let mult: u64 = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let mult: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 1,
         "K" => 1 << 10,
         "M" => 1 << 20,
         "G" => 1 << 30,
-        _ => return Err(format!("unknown size unit {unit:?} in {s:?} (use K, M or G)")),
+        _ => {
+            return Err(format!(
+                "unknown size unit {unit:?} in {s:?} (use K, M or G)"
+            ))
+        }
     };
     Ok((value * mult as f64) as u64)
 }

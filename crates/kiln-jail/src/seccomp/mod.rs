@@ -27,6 +27,8 @@ mod table;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_args;
+#[cfg(test)]
 mod tests_toolchains;
 
 use std::collections::BTreeMap;
@@ -179,7 +181,7 @@ pub enum SeccompError {
 
 /// The namespace flags `clone` must not carry. `CLONE_NEWTIME` (0x80) sits in clone's
 /// exit-signal byte, where no valid signal sets it, so masking it out costs nothing.
-pub(crate) const CLONE_NS_FLAGS: u32 = (libc::CLONE_NEWNS
+const CLONE_NS_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUSER

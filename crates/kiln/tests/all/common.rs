@@ -19,7 +19,11 @@ pub fn isolation_available(test: &str) -> bool {
     if root && cgroups {
         return true;
     }
-    let reason = if root { "no /sys/fs/cgroup" } else { "not root" };
+    let reason = if root {
+        "no /sys/fs/cgroup"
+    } else {
+        "not root"
+    };
     if std::env::var("KILN_REQUIRE_ISOLATION").as_deref() == Ok("1") {
         panic!("{test}: isolation required but unavailable: {reason}");
     }
@@ -67,7 +71,11 @@ pub fn kiln_exec(flags: &[&str], argv: &[&str]) -> Exec {
 /// Same, with extra environment variables set on the kiln process itself.
 pub fn kiln_exec_env(flags: &[&str], argv: &[&str], env: &[(&str, &str)]) -> Exec {
     let mut cmd = Command::new(kiln_bin());
-    cmd.arg("exec").arg("--json").args(flags).arg("--").args(argv);
+    cmd.arg("exec")
+        .arg("--json")
+        .args(flags)
+        .arg("--")
+        .args(argv);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -121,7 +129,12 @@ impl CProgram {
 
     /// Runs it in a sandbox as `/workspace/<name>`.
     pub fn run(&self, flags: &[&str], args: &[&str]) -> Exec {
-        let name = self.path.file_name().unwrap().to_string_lossy().into_owned();
+        let name = self
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let file = format!("{}:{name}", self.path.display());
         let mut all = vec!["--file", file.as_str()];
         all.extend_from_slice(flags);

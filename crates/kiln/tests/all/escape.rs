@@ -14,7 +14,17 @@ fn fork_bomb_is_contained_by_the_pids_limit() {
         "forkbomb",
         "for (;;) { pid_t p = fork(); if (p < 0) { usleep(1000); } }",
     );
-    let r = bomb.run(&["--pids-limit", "32", "--time-limit", "1s", "--wall-limit", "3s"], &[]);
+    let r = bomb.run(
+        &[
+            "--pids-limit",
+            "32",
+            "--time-limit",
+            "1s",
+            "--wall-limit",
+            "3s",
+        ],
+        &[],
+    );
     assert!(
         matches!(r.status(), "time_limit" | "wall_time_limit"),
         "fork bomb verdict {}: {}",
@@ -22,7 +32,10 @@ fn fork_bomb_is_contained_by_the_pids_limit() {
         r.json
     );
     // The host can still fork.
-    assert!(std::process::Command::new("/bin/true").status().unwrap().success());
+    assert!(std::process::Command::new("/bin/true")
+        .status()
+        .unwrap()
+        .success());
 }
 
 #[test]
@@ -44,7 +57,14 @@ int main(void) {
     );
     let r = bomb.run(&["--pids-limit", "32", "--wall-limit", "10s"], &[]);
     assert_eq!(r.status(), "ok", "{}", r.json);
-    let made: u32 = r.stdout().trim().split(['=', ' ']).nth(1).unwrap().parse().unwrap();
+    let made: u32 = r
+        .stdout()
+        .trim()
+        .split(['=', ' '])
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(made < 32, "made {made} threads with a pids limit of 32");
 }
 
@@ -70,7 +90,11 @@ fn filling_tmp_and_workspace_stops_at_their_size() {
         );
         assert_eq!(r.status(), "ok", "{dir}: {}", r.json);
         assert!(r.stdout().contains("rc=1"), "{dir}: {}", r.json);
-        assert!(r.stderr().contains("No space left on device"), "{dir}: {}", r.json);
+        assert!(
+            r.stderr().contains("No space left on device"),
+            "{dir}: {}",
+            r.json
+        );
     }
 }
 
@@ -86,7 +110,10 @@ fn output_flood_is_cut_at_the_cap() {
 #[test]
 fn busy_loop_ends_as_time_limit() {
     require_isolation!();
-    let r = sh(&["--time-limit", "500ms", "--wall-limit", "5s"], "while :; do :; done");
+    let r = sh(
+        &["--time-limit", "500ms", "--wall-limit", "5s"],
+        "while :; do :; done",
+    );
     assert_eq!(r.status(), "time_limit", "{}", r.json);
     let cpu = r.json["cpuMs"].as_u64().unwrap();
     assert!((450..1500).contains(&cpu), "cpu {cpu} ms");
@@ -104,7 +131,10 @@ fn sleep_ends_as_wall_time_limit() {
 #[test]
 fn silence_ends_as_idle_time_limit() {
     require_isolation!();
-    let r = sh(&["--idle-limit", "500ms", "--wall-limit", "10s"], "echo hi; sleep 30");
+    let r = sh(
+        &["--idle-limit", "500ms", "--wall-limit", "10s"],
+        "echo hi; sleep 30",
+    );
     assert_eq!(r.status(), "idle_time_limit", "{}", r.json);
     assert_eq!(r.stdout(), "hi\n");
 }
@@ -123,7 +153,10 @@ fn host_loopback_listener_is_unreachable() {
     );
     assert!(r.stdout().starts_with("refused"), "{}", r.json);
     std::thread::sleep(Duration::from_millis(100));
-    assert!(listener.accept().is_err(), "the host listener got a connection");
+    assert!(
+        listener.accept().is_err(),
+        "the host listener got a connection"
+    );
 }
 
 #[test]
@@ -175,29 +208,59 @@ fn read_only_paths_cannot_be_written() {
 fn privileged_syscalls_fail() {
     require_isolation!();
     let cases: &[(&str, &str)] = &[
-        ("ptrace", "return ptrace(PTRACE_ATTACH, 1, 0, 0) == 0 ? 0 : errno;"),
-        ("mount", "return mount(\"none\", \"/tmp\", \"tmpfs\", 0, 0) == 0 ? 0 : errno;"),
-        ("unshare_user", "return unshare(CLONE_NEWUSER) == 0 ? 0 : errno;"),
-        ("module", "return syscall(SYS_finit_module, 0, \"\", 0) == 0 ? 0 : errno;"),
+        (
+            "ptrace",
+            "return ptrace(PTRACE_ATTACH, 1, 0, 0) == 0 ? 0 : errno;",
+        ),
+        (
+            "mount",
+            "return mount(\"none\", \"/tmp\", \"tmpfs\", 0, 0) == 0 ? 0 : errno;",
+        ),
+        (
+            "unshare_user",
+            "return unshare(CLONE_NEWUSER) == 0 ? 0 : errno;",
+        ),
+        (
+            "module",
+            "return syscall(SYS_finit_module, 0, \"\", 0) == 0 ? 0 : errno;",
+        ),
         ("bpf", "return syscall(SYS_bpf, 0, 0, 0) == 0 ? 0 : errno;"),
-        ("io_uring", "return syscall(SYS_io_uring_setup, 1, malloc(256)) >= 0 ? 0 : errno;"),
-        ("keyctl", "return syscall(SYS_keyctl, 0, 0, 0, 0, 0) >= 0 ? 0 : errno;"),
+        (
+            "io_uring",
+            "return syscall(SYS_io_uring_setup, 1, malloc(256)) >= 0 ? 0 : errno;",
+        ),
+        (
+            "keyctl",
+            "return syscall(SYS_keyctl, 0, 0, 0, 0, 0) >= 0 ? 0 : errno;",
+        ),
     ];
     for (name, body) in cases {
         let prog = c_main(name, body);
         let r = prog.run(&[], &[]);
         assert_eq!(r.status(), "nonzero_exit", "{name}: {}", r.json);
-        assert_eq!(r.exit_code(), Some(libc::EPERM as i64), "{name}: {}", r.json);
+        assert_eq!(
+            r.exit_code(),
+            Some(libc::EPERM as i64),
+            "{name}: {}",
+            r.json
+        );
     }
 }
 
 #[test]
 fn kill_all_spares_the_host() {
     require_isolation!();
-    let mut sentinel = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
+    let mut sentinel = std::process::Command::new("/bin/sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
     let r = sh(&[], "kill -9 -1; echo after");
     std::thread::sleep(Duration::from_millis(100));
-    assert!(sentinel.try_wait().unwrap().is_none(), "a host process died: {}", r.json);
+    assert!(
+        sentinel.try_wait().unwrap().is_none(),
+        "a host process died: {}",
+        r.json
+    );
     sentinel.kill().unwrap();
     sentinel.wait().unwrap();
 }
