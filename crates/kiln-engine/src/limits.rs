@@ -95,10 +95,7 @@ impl Limits {
         }];
         let mut push = |resource: libc::__rlimit_resource_t, v: Option<u64>| {
             if let Some(limit) = v {
-                out.push(Rlimit {
-                    resource,
-                    limit,
-                });
+                out.push(Rlimit { resource, limit });
             }
         };
         push(libc::RLIMIT_FSIZE, self.file_size_bytes);

@@ -1,6 +1,7 @@
 //! Kiln's integration tests, in one binary to keep link time down: escape tests, verdicts,
 //! accounting and cleanup, all against real sandboxes.
 
+mod cli;
 mod common;
 mod escape;
 mod lifecycle;
