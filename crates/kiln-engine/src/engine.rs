@@ -97,8 +97,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Creates a sandbox on the calling (blocking) thread.
     pub(crate) fn create_blocking(&self, limits: &Limits) -> Result<SandboxHandle, SandboxError> {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let id = format!("s{}-{n}", std::process::id());
+        let id = Jail::sandbox_name(self.next_id.fetch_add(1, Ordering::Relaxed));
         let spec = SandboxSpec {
             id,
             warden: WardenConfig {

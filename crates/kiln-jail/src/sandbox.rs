@@ -114,6 +114,12 @@ impl Jail {
     pub fn new(cfg: &JailConfig) -> Result<Self, SandboxError> {
         let layout = CgroupLayout::detect()?;
         let parent = layout.prepare(&cfg.cgroup_name)?;
+        // Groups left by a Kiln process that died before it could remove them.
+        let swept =
+            parent.sweep_matching(|name| owner_pid(name).is_some_and(|pid| !pid_alive(pid)))?;
+        if swept > 0 {
+            tracing::info!(swept, "removed sandbox cgroups of dead Kiln processes");
+        }
         let exe = sys(
             "open warden binary",
             rustix::fs::open(
@@ -130,6 +136,12 @@ impl Jail {
             uid_base: cfg.uid_base,
             next_slot: AtomicU32::new(std::process::id() % UID_SLOTS),
         })
+    }
+
+    /// The name of a new sandbox: it starts with the creating process's pid, so a later Kiln can
+    /// tell a leftover of a dead process from a live neighbour's sandbox.
+    pub fn sandbox_name(serial: u64) -> String {
+        format!("s{}-{serial}", std::process::id())
     }
 
     /// The detected cgroup layout.
@@ -475,4 +487,27 @@ fn child_fail(err_write: RawFd, step: u32) -> ! {
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+/// The pid in a name made by [`Jail::sandbox_name`].
+fn owner_pid(name: &str) -> Option<i32> {
+    name.strip_prefix('s')?.split_once('-')?.0.parse().ok()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_names_carry_the_owner_pid() {
+        let name = Jail::sandbox_name(7);
+        assert_eq!(owner_pid(&name), Some(std::process::id() as i32));
+        assert_eq!(owner_pid("kiln-test"), None);
+        assert_eq!(owner_pid("sx-1"), None);
+        assert!(pid_alive(std::process::id() as i32));
+    }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use kiln_engine::{Engine, EngineConfig, Limits, Network, RunResult, RunSpec, StdinSource, Stream};
+use kiln_engine::{
+    Engine, EngineConfig, Limits, Network, RunResult, RunSpec, Sandbox, StdinSource, Stream,
+};
 
 use crate::units::{parse_duration, parse_size};
 
@@ -133,15 +135,39 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         .sandbox(&limits)
         .await
         .context("creating the sandbox")?;
-    for (dest, data, mode) in &files {
+    let mut spec = RunSpec::new(args.argv, limits);
+    spec.stdin = stdin;
+    let json = args.json;
+    // The sandbox is destroyed whatever happened in it, before any error is reported.
+    let ran = run_in(&sandbox, &files, spec, json).await;
+    let destroyed = sandbox.destroy().await;
+    let (result, out, err) = ran?;
+    destroyed.context("destroying the sandbox")?;
+    if json {
+        let mut value = serde_json::to_value(&result)?;
+        value["stdout"] = String::from_utf8_lossy(&out).into_owned().into();
+        value["stderr"] = String::from_utf8_lossy(&err).into_owned().into();
+        println!("{value}");
+    } else {
+        eprintln!("{}", summary(&result));
+    }
+    Ok(exit_status(&result))
+}
+
+type Collected = (RunResult, Vec<u8>, Vec<u8>);
+
+async fn run_in(
+    sandbox: &Sandbox,
+    files: &[(String, Vec<u8>, u32)],
+    spec: RunSpec,
+    json: bool,
+) -> anyhow::Result<Collected> {
+    for (dest, data, mode) in files {
         sandbox
             .write_file(dest, data, *mode)
             .with_context(|| format!("copying {dest} into the sandbox"))?;
     }
-    let mut spec = RunSpec::new(args.argv, limits);
-    spec.stdin = stdin;
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let json = args.json;
     let mut sink = |stream: Stream, chunk: &[u8]| {
         if json {
             match stream {
@@ -158,17 +184,8 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             Stream::Stderr => std::io::stderr().lock().write_all(chunk),
         };
     };
-    let result = kiln_engine::runner::run(&sandbox, spec, &mut sink, None).await;
-    sandbox.destroy().await.context("destroying the sandbox")?;
-    if json {
-        let mut value = serde_json::to_value(&result)?;
-        value["stdout"] = String::from_utf8_lossy(&out).into_owned().into();
-        value["stderr"] = String::from_utf8_lossy(&err).into_owned().into();
-        println!("{value}");
-    } else {
-        eprintln!("{}", summary(&result));
-    }
-    Ok(exit_status(&result))
+    let result = kiln_engine::runner::run(sandbox, spec, &mut sink, None).await;
+    Ok((result, out, err))
 }
 
 fn summary(r: &RunResult) -> String {

@@ -195,8 +195,14 @@ impl CgroupParent {
     /// Removes leftover child groups (from a crashed earlier run): kills their members, removes
     /// the directories. Returns how many groups were removed.
     pub fn sweep(&self) -> Result<usize, CgroupError> {
+        self.sweep_matching(|_| true)
+    }
+
+    /// Like `sweep`, for the child groups whose name `stale` accepts (others may belong to a
+    /// live process sharing this parent).
+    pub fn sweep_matching(&self, stale: impl Fn(&str) -> bool) -> Result<usize, CgroupError> {
         let mut removed = 0;
-        for name in self.children()? {
+        for name in self.children()?.into_iter().filter(|n| stale(n)) {
             let groups = self
                 .groups
                 .iter()
