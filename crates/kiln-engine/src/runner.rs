@@ -13,7 +13,9 @@ use crate::verdict::{decide, signal_name, KillReason, Outcome, RunResult, Status
 
 /// How often the CPU and idle clocks are checked.
 const CLOCK_TICK: Duration = Duration::from_millis(10);
-/// How long output is still read after the program exits (a background child may hold the pipes).
+/// How long to wait for the output to end after the program exits before its group is killed.
+const EOF_GRACE: Duration = Duration::from_millis(20);
+/// How long output is still read after that kill.
 const DRAIN_GRACE: Duration = Duration::from_millis(250);
 /// The largest chunk read from a pipe at once.
 const CHUNK: usize = 8192;
@@ -223,9 +225,10 @@ async fn run_inner(
         }
     };
     let wall = started.elapsed();
-    // The run is over: nothing it started may go on writing.
-    let _ = proc.kill().await;
-    let drain_until = tokio::time::Instant::now() + DRAIN_GRACE;
+    // The output normally ends with the program. If something it started still holds the pipes,
+    // the run is over all the same: its process group is killed and what is left is drained.
+    let mut drain_until = tokio::time::Instant::now() + EOF_GRACE;
+    let mut group_killed = false;
     while output_open {
         match tokio::time::timeout_at(drain_until, out_rx.recv()).await {
             Ok(Some((stream, data))) => {
@@ -241,7 +244,13 @@ async fn run_inner(
                     killed_for = Some(KillReason::Output);
                 }
             }
-            _ => output_open = false,
+            Ok(None) => output_open = false,
+            Err(_) if !group_killed => {
+                group_killed = true;
+                let _ = proc.kill().await;
+                drain_until = tokio::time::Instant::now() + DRAIN_GRACE;
+            }
+            Err(_) => output_open = false,
         }
     }
 
