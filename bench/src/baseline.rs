@@ -31,12 +31,16 @@ pub struct Baselines {
 
 /// Finds out which baselines can run here, saying why one cannot.
 pub fn detect() -> Baselines {
-    let bwrap = match run(&["bwrap".to_string(), "--version".to_string()], &[]) {
-        Err(_) => {
-            println!("bwrap: not installed (scripts/setup installs bubblewrap); skipping bwrap");
-            None
-        }
-        Ok(()) => working(&[own(BWRAP)], "bwrap"),
+    let version = Command::new("bwrap")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let bwrap = if version.is_ok_and(|s| s.success()) {
+        working(&[own(BWRAP)], "bwrap")
+    } else {
+        println!("bwrap: not installed (scripts/setup installs bubblewrap); skipping bwrap");
+        None
     };
     // As root, `-U` alone leaves the child unmapped (nobody), which is enough for /bin/true; `-r`
     // maps root in case a kernel or policy insists on a mapping.
@@ -66,7 +70,10 @@ fn working(candidates: &[Vec<String>], name: &str) -> Option<Vec<String>> {
 /// Spawns `prefix ++ argv` and waits for it; an unsuccessful exit is an error. stdout and stderr
 /// are inherited so a failing tool explains itself; stdin is closed like a Kiln run's.
 pub fn run(prefix: &[String], argv: &[&str]) -> Result<()> {
-    let mut all = prefix.iter().map(String::as_str).chain(argv.iter().copied());
+    let mut all = prefix
+        .iter()
+        .map(String::as_str)
+        .chain(argv.iter().copied());
     let program = all.next().context("empty command")?;
     let status = Command::new(program)
         .args(all)

@@ -25,6 +25,15 @@ impl ColdTiming {
     }
 }
 
+/// Where the time of one warm run went.
+#[derive(Debug, Clone, Copy)]
+pub struct WarmTiming {
+    pub take: Duration,
+    pub run: Duration,
+    /// Whether the sandbox came from the pool (rather than being created on the spot).
+    pub from_pool: bool,
+}
+
 /// The engine under test, and the destroys it still has running in the background.
 #[derive(Debug)]
 pub struct Kiln {
@@ -88,18 +97,23 @@ impl Kiln {
     }
 
     /// Takes a sandbox (from the pool when one is ready) and runs `argv` in it; the destroy goes on
-    /// in the background after the clock stops. Returns the time and whether the take was warm.
-    pub async fn warm(&mut self, argv: &[&str]) -> Result<(Duration, bool)> {
+    /// in the background after the clock stops.
+    pub async fn warm(&mut self, argv: &[&str]) -> Result<WarmTiming> {
         // The bench is the pool's only taker, so a non-empty pool now means the take below is
         // served from it (take happens before the first await in `Engine::sandbox`).
-        let warm = self.engine.pool_ready() > 0;
+        let from_pool = self.engine.pool_ready() > 0;
         let t0 = Instant::now();
         let sandbox = self.engine.sandbox(&Limits::default()).await?;
+        let t1 = Instant::now();
         let ran = run_ok(&sandbox, argv).await;
-        let took = t0.elapsed();
+        let t2 = Instant::now();
         self.pending.push(tokio::spawn(sandbox.destroy()));
         ran?;
-        Ok((took, warm))
+        Ok(WarmTiming {
+            take: t1 - t0,
+            run: t2 - t1,
+            from_pool,
+        })
     }
 }
 

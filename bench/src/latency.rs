@@ -67,6 +67,9 @@ pub struct Latency {
     pub cold_create: Samples,
     pub cold_run: Samples,
     pub cold_destroy: Samples,
+    /// A warm /bin/true run split into taking the sandbox and running in it.
+    pub warm_take: Samples,
+    pub warm_run: Samples,
     /// Warm takes (of /bin/true and python runs) that were served from the pool, and all takes.
     pub warm_hits: usize,
     pub warm_takes: usize,
@@ -75,7 +78,10 @@ pub struct Latency {
 impl Latency {
     /// The samples of `case`, or `None` if it was skipped.
     pub fn get(&self, case: Case) -> Option<&Samples> {
-        self.samples.iter().find(|(c, _)| *c == case).map(|(_, s)| s)
+        self.samples
+            .iter()
+            .find(|(c, _)| *c == case)
+            .map(|(_, s)| s)
     }
 
     pub fn cases(&self) -> impl Iterator<Item = (Case, &Samples)> {
@@ -133,7 +139,12 @@ pub async fn measure(kiln: &mut Kiln, tools: &Baselines, iterations: usize) -> R
     Ok(out)
 }
 
-async fn one(kiln: &mut Kiln, tools: &Baselines, case: Case, out: &mut Latency) -> Result<Duration> {
+async fn one(
+    kiln: &mut Kiln,
+    tools: &Baselines,
+    case: Case,
+    out: &mut Latency,
+) -> Result<Duration> {
     let host = |prefix: &[String], argv: &[&str]| {
         // A blocking spawn+wait, like a plain server would do it; block_in_place keeps the
         // runtime's other tasks (the pool's) free to run on the other workers.
@@ -157,10 +168,14 @@ async fn one(kiln: &mut Kiln, tools: &Baselines, case: Case, out: &mut Latency) 
         }
         Case::KilnWarm | Case::PythonKiln => {
             let argv = if case == Case::KilnWarm { TRUE } else { PYTHON };
-            let (d, warm) = kiln.warm(argv).await?;
+            let t = kiln.warm(argv).await?;
             out.warm_takes += 1;
-            out.warm_hits += usize::from(warm);
-            Ok(d)
+            out.warm_hits += usize::from(t.from_pool);
+            if case == Case::KilnWarm {
+                out.warm_take.push(t.take);
+                out.warm_run.push(t.run);
+            }
+            Ok(t.take + t.run)
         }
     }
 }

@@ -1,1 +1,149 @@
-fn main() {}
+//! kiln-bench: Kiln side by side with a bare fork+exec, bwrap and unshare(1) — latency of one run,
+//! throughput at several concurrencies, and host memory per idle sandbox — in one run, with medians,
+//! ratios and the targets they are held to.
+
+mod baseline;
+mod kiln;
+mod latency;
+mod memory;
+mod report;
+mod stats;
+mod throughput;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde_json::json;
+
+/// Benchmarks Kiln against a bare fork+exec, bwrap and unshare. Must run as root.
+#[derive(Debug, Parser)]
+#[command(name = "kiln-bench")]
+struct Args {
+    /// Latency iterations; each runs every case once [default: 200, --quick: 20].
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Throughput: runs per variant and concurrency level [default: 200, --quick: 40].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Throughput: concurrency levels.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,8")]
+    concurrency: Vec<usize>,
+    /// Throughput: batches each variant's runs are split into, taking turns with the other variants
+    /// [default: 2, --quick: 1].
+    #[arg(long)]
+    throughput_rounds: Option<usize>,
+    /// Memory: idle sandboxes held at once.
+    #[arg(long, default_value_t = 32)]
+    sandboxes: usize,
+    /// Memory: rounds of creating, measuring and destroying them [default: 5, --quick: 1].
+    #[arg(long)]
+    memory_rounds: Option<usize>,
+    /// Size of the engine's warm pool (warm latency and throughput).
+    #[arg(long, default_value_t = 8)]
+    pool_size: usize,
+    /// The kiln binary [default: `kiln` next to this binary].
+    #[arg(long)]
+    kiln: Option<PathBuf>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Small counts for a smoke run.
+    #[arg(long)]
+    quick: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    if effective_uid()? != 0 {
+        bail!("kiln-bench must run as root (Kiln creates cgroups and maps uids)");
+    }
+    if args.pool_size < 4 {
+        bail!("--pool-size must be at least 4");
+    }
+    let pick = |v: Option<usize>, full: usize, quick: usize| {
+        v.unwrap_or(if args.quick { quick } else { full })
+    };
+    let iterations = pick(args.iterations, 200, 20);
+    let runs = pick(args.runs, 200, 40);
+    let throughput_rounds = pick(args.throughput_rounds, 2, 1);
+    let memory_rounds = pick(args.memory_rounds, 5, 1).max(1);
+    let kiln_exe = match args.kiln {
+        Some(p) => p,
+        None => std::env::current_exe()
+            .context("locate kiln-bench")?
+            .with_file_name("kiln"),
+    };
+    if !kiln_exe.is_file() {
+        bail!(
+            "no kiln binary at {} (build it with `cargo build --release -p kiln`, or pass --kiln)",
+            kiln_exe.display()
+        );
+    }
+
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "kiln-bench: kiln {}, {cpus} CPUs, Linux {}, pool {}, {iterations} latency iterations, \
+         {runs} throughput runs per level",
+        kiln_exe.display(),
+        kernel.trim(),
+        args.pool_size
+    );
+    let tools = baseline::detect();
+    let mut kiln = kiln::Kiln::start(&kiln_exe, args.pool_size).await?;
+
+    let started = std::time::Instant::now();
+    // Memory first: the hundreds of sandboxes the other phases destroy are freed lazily by the
+    // kernel, and that would drift MemAvailable while it is being read.
+    let memory = memory::measure(&mut kiln, args.sandboxes, memory_rounds).await?;
+    let latency = latency::measure(&mut kiln, &tools, iterations).await?;
+    let throughput = throughput::measure(
+        &mut kiln,
+        &tools,
+        &args.concurrency,
+        runs,
+        throughput_rounds,
+    )
+    .await?;
+    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+
+    let results = report::Results {
+        header: json!({
+            "kiln": kiln_exe,
+            "cpus": cpus,
+            "kernel": kernel.trim(),
+            "pool_size": args.pool_size,
+            "iterations": iterations,
+            "throughput_runs": runs,
+            "throughput_rounds": throughput_rounds,
+            "memory_sandboxes": args.sandboxes,
+            "memory_rounds": memory_rounds,
+            "bwrap": tools.bwrap,
+            "unshare": tools.unshare,
+        }),
+        latency,
+        throughput,
+        memory,
+        runs_per_level: runs,
+    };
+    results.print();
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&results.to_json())?;
+        std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
+        println!("\nJSON written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The effective uid, from /proc so that no unsafe libc call is needed.
+fn effective_uid() -> Result<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|euid| euid.parse().ok())
+        .context("no Uid line in /proc/self/status")
+}

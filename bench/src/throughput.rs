@@ -145,9 +145,21 @@ async fn batch_of(
     let t0 = Instant::now();
     match variant {
         Variant::Bare => drive(runs, concurrency, host(Vec::new())).await?,
-        Variant::Bwrap => drive(runs, concurrency, host(tools.bwrap.clone().unwrap_or_default())).await?,
+        Variant::Bwrap => {
+            drive(
+                runs,
+                concurrency,
+                host(tools.bwrap.clone().unwrap_or_default()),
+            )
+            .await?
+        }
         Variant::Unshare => {
-            drive(runs, concurrency, host(tools.unshare.clone().unwrap_or_default())).await?
+            drive(
+                runs,
+                concurrency,
+                host(tools.unshare.clone().unwrap_or_default()),
+            )
+            .await?
         }
         Variant::Kiln => {
             let engine = kiln.engine.clone();
