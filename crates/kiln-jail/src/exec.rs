@@ -1,5 +1,6 @@
 //! Turning a forked child of the warden into the requested program: stdio, session, rlimits, the
-//! sandbox uid, no capabilities, no_new_privs, Landlock and last seccomp, then `execve`.
+//! sandbox uid, no capabilities and no_new_privs, then `execve`. Landlock and the seccomp filter
+//! are already in force: the warden applied them to itself, and children inherit both.
 //!
 //! Everything that allocates happens in [`ExecPlan::new`], before fork. [`ExecPlan::exec_child`]
 //! runs after fork and makes only raw syscalls; a failure is reported as a fixed-size record over a
@@ -8,9 +9,7 @@
 use std::ffi::{c_char, CString};
 use std::os::fd::RawFd;
 
-use crate::landlock::PreparedLandlock;
 use crate::protocol::{Rlimit, SpawnRequest};
-use crate::seccomp::CompiledFilter;
 
 /// The step of the child's setup that failed, reported with its errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +33,6 @@ pub enum ExecStep {
     Identity,
     /// `PR_SET_NO_NEW_PRIVS`.
     NoNewPrivs,
-    /// `landlock_restrict_self`.
-    Landlock,
-    /// Installing the seccomp filter.
-    Seccomp,
     /// `execve`.
     Exec,
 }
@@ -56,8 +51,6 @@ impl ExecStep {
             Capabilities,
             Identity,
             NoNewPrivs,
-            Landlock,
-            Seccomp,
             Exec,
         ]
         .into_iter()
@@ -76,8 +69,6 @@ impl ExecStep {
             ExecStep::Capabilities => "drop capabilities",
             ExecStep::Identity => "set uid/gid",
             ExecStep::NoNewPrivs => "no_new_privs",
-            ExecStep::Landlock => "landlock",
-            ExecStep::Seccomp => "seccomp",
             ExecStep::Exec => "execve",
         }
     }
@@ -177,14 +168,8 @@ impl ExecPlan {
     }
 
     /// Runs in the forked child: sets everything up and execs. Never returns. Async-signal-safe.
-    pub fn exec_child(
-        &self,
-        stdio: [RawFd; 3],
-        err_pipe: RawFd,
-        landlock: &PreparedLandlock,
-        seccomp: &CompiledFilter,
-    ) -> ! {
-        let err = match self.setup_and_exec(stdio, landlock, seccomp) {
+    pub fn exec_child(&self, stdio: [RawFd; 3], err_pipe: RawFd) -> ! {
+        let err = match self.setup_and_exec(stdio) {
             Err((step, errno)) => (step, errno),
         };
         report_and_exit(err_pipe, err.0, err.1)
@@ -193,8 +178,6 @@ impl ExecPlan {
     fn setup_and_exec(
         &self,
         stdio: [RawFd; 3],
-        landlock: &PreparedLandlock,
-        seccomp: &CompiledFilter,
     ) -> Result<std::convert::Infallible, (ExecStep, i32)> {
         check(ExecStep::Signals, reset_signals())?;
         check(ExecStep::Session, sys(sys_setsid()))?;
@@ -213,14 +196,6 @@ impl ExecPlan {
         check(ExecStep::Identity, sys(sys_set_ids(self.uid, self.gid)))?;
         check(ExecStep::Capabilities, sys(sys_clear_caps()))?;
         check(ExecStep::NoNewPrivs, sys(sys_no_new_privs()))?;
-        check(
-            ExecStep::Landlock,
-            landlock.restrict_self().map_err(|e| errno_of(&e)),
-        )?;
-        check(
-            ExecStep::Seccomp,
-            seccomp.install().map_err(|e| errno_of(&e)),
-        )?;
         // SAFETY: path, argv and envp are NUL-terminated arrays of C strings owned by self.
         unsafe {
             libc::execve(
@@ -231,10 +206,6 @@ impl ExecPlan {
         };
         Err((ExecStep::Exec, last_errno()))
     }
-}
-
-fn errno_of(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 fn check(step: ExecStep, r: Result<(), i32>) -> Result<(), (ExecStep, i32)> {

@@ -169,12 +169,14 @@ impl Jail {
         let env0 = CString::new("PATH=/usr/local/bin:/usr/bin:/bin").expect("static string");
         let envp = [env0.as_ptr(), std::ptr::null()];
         let empty = CString::new("").expect("static string");
+        let dev_null = CString::new("/dev/null").expect("static string");
         let child = ChildArgs {
             go_read: go_read.as_raw_fd(),
             err_write: err_write.as_raw_fd(),
             control: warden_end.as_raw_fd(),
             exe: self.exe.as_raw_fd(),
             empty: empty.as_ptr(),
+            dev_null: dev_null.as_ptr(),
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
         };
@@ -350,6 +352,7 @@ struct ChildArgs {
     control: RawFd,
     exe: RawFd,
     empty: *const libc::c_char,
+    dev_null: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
 }
@@ -412,6 +415,20 @@ fn clone_sandbox(v2_cgroup: Option<RawFd>, child: &ChildArgs) -> std::io::Result
 /// The cloned child: waits for its maps and cgroups, enters its own cgroup namespace, puts the control
 /// socket on fd 3 and execs the warden. Async-signal-safe.
 fn child_main(a: &ChildArgs) -> ! {
+    // The clone copied every fd of the server, among them other sandboxes' stdio pipes and control
+    // sockets. Holding them while this child waits would delay their end-of-file, so they go now.
+    close_all_but([a.go_read, a.err_write, a.control, a.exe]);
+    // SAFETY: open of a NUL-terminated path; dup2 onto stdin and stdout with integer arguments.
+    unsafe {
+        let null = libc::open(a.dev_null, libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::dup2(null, 1);
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+    }
     let mut byte = 0u8;
     // SAFETY: reading one byte into a local.
     let n = unsafe { libc::read(a.go_read, (&mut byte as *mut u8).cast(), 1) };
@@ -470,6 +487,24 @@ fn child_main(a: &ChildArgs) -> ! {
         )
     };
     child_fail(a.err_write, 12)
+}
+
+/// Closes every fd from 3 up except `keep`. Async-signal-safe: no allocation.
+fn close_all_but(mut keep: [RawFd; 4]) {
+    keep.sort_unstable();
+    let mut next: u32 = 3;
+    for fd in keep {
+        let Ok(fd) = u32::try_from(fd) else { continue };
+        if fd >= next {
+            if fd > next {
+                // SAFETY: close_range with integer arguments closes fds this process owns.
+                unsafe { libc::syscall(libc::SYS_close_range, next, fd - 1, 0u32) };
+            }
+            next = fd + 1;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0u32) };
 }
 
 fn child_fail(err_write: RawFd, step: u32) -> ! {

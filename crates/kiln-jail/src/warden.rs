@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use crate::exec::{decode_report, ExecPlan};
 use crate::landlock::{FsPolicy, PreparedLandlock};
 use crate::protocol::{self, read_full, ExitStatus, Reply, Request, SpawnRequest, WardenConfig};
-use crate::seccomp::{CompiledFilter, SeccompOptions, SeccompPolicy};
+use crate::seccomp::{SeccompOptions, SeccompPolicy};
 
 /// The fd on which the warden finds its control socket.
 pub const CONTROL_FD: RawFd = 3;
@@ -24,8 +24,7 @@ pub const WARDEN_ARG: &str = "__kiln_warden";
 struct Warden {
     control: OwnedFd,
     cfg: WardenConfig,
-    landlock: PreparedLandlock,
-    seccomp: CompiledFilter,
+    landlock_abi: Option<u32>,
     last_cap: u32,
     children: HashSet<i32>,
     buf: Vec<u8>,
@@ -91,11 +90,19 @@ impl Warden {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(63);
+        // The warden takes on Landlock and the seccomp filter itself, once: every process it forks
+        // inherits them, so a spawn pays nothing for either, and the warden is walled in too. Its
+        // namespace's CAP_SYS_ADMIN lets it do so without no_new_privs, which its children set.
+        if let Err(e) = landlock.restrict_self() {
+            return Err((control, fail("landlock", e.to_string(), e.raw_os_error())));
+        }
+        if let Err(e) = seccomp.install() {
+            return Err((control, fail("seccomp", e.to_string(), e.raw_os_error())));
+        }
         Ok(Self {
             control,
             cfg,
-            landlock,
-            seccomp,
+            landlock_abi: landlock.abi(),
             last_cap,
             children: HashSet::new(),
             buf,
@@ -113,7 +120,7 @@ impl Warden {
             }
         };
         let ready = Reply::Ready {
-            landlock_abi: self.landlock.abi(),
+            landlock_abi: self.landlock_abi,
         };
         if protocol::send(self.control.as_fd(), &ready, &[]).is_err() {
             return 1;
@@ -228,7 +235,7 @@ impl Warden {
         }
         if pid == 0 {
             drop(err_read);
-            plan.exec_child(stdio, err_write.as_raw_fd(), &self.landlock, &self.seccomp);
+            plan.exec_child(stdio, err_write.as_raw_fd());
         }
         drop(err_write);
         drop(fds);
