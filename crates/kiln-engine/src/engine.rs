@@ -169,6 +169,9 @@ impl Engine {
                 && limits.network == self.pool_limits.network;
             if fits {
                 if let Some(handle) = pool.take() {
+                    handle
+                        .set_nice(0)
+                        .map_err(io_err("reset the warden's priority"))?;
                     if let Some(cg) = handle.cgroup() {
                         cg.set_limits(&limits.cgroup())
                             .map_err(|e| EngineError::Sandbox(e.into()))?;

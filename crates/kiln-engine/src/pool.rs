@@ -15,6 +15,33 @@ use crate::limits::Limits;
 /// How many sandboxes are created at once while refilling (2 cores: more would only queue).
 const REFILL_WORKERS: usize = 2;
 
+/// The nice value pooled sandboxes are built at.
+pub(crate) const BACKGROUND_NICE: i32 = 10;
+
+/// While alive, the calling thread runs at [`BACKGROUND_NICE`] (nice is per thread on Linux).
+struct Background;
+
+impl Background {
+    fn enter() -> Self {
+        set_thread_nice(BACKGROUND_NICE);
+        Background
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        set_thread_nice(0);
+    }
+}
+
+fn set_thread_nice(nice: i32) {
+    // SAFETY: gettid and setpriority take integers; PRIO_PROCESS with a tid changes that thread only.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+    }
+}
+
 /// The warm pool.
 #[derive(Debug)]
 pub struct Pool {
@@ -51,7 +78,14 @@ impl Pool {
                     }
                     drop(p);
                     let (s, l) = (shared.clone(), limits.clone());
-                    let made = tokio::task::spawn_blocking(move || s.create_blocking(&l)).await;
+                    let made = tokio::task::spawn_blocking(move || {
+                        // Refills must not steal the CPU from the runs they are getting ready
+                        // for: the sandbox is built at a lower priority (the warden inherits it
+                        // and gets it back when it is taken).
+                        let _background = Background::enter();
+                        s.create_blocking(&l)
+                    })
+                    .await;
                     let Some(p) = pool.upgrade() else { return };
                     match made {
                         Ok(Ok(handle)) => {

@@ -308,6 +308,17 @@ impl SandboxHandle {
         self.landlock_abi
     }
 
+    /// Sets the warden's nice value; processes it spawns afterwards inherit it.
+    pub fn set_nice(&self, nice: i32) -> std::io::Result<()> {
+        // SAFETY: setpriority with integers, on the warden's pid.
+        let ret = unsafe { libc::setpriority(libc::PRIO_PROCESS, self.pid as libc::id_t, nice) };
+        if ret == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
     /// Kills everything in the sandbox at once (it stays to be destroyed).
     pub fn kill(&self) {
         if let Some(cg) = &self.cgroup {
