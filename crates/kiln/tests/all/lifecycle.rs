@@ -44,7 +44,7 @@ fn another_sandboxs_files_and_processes_are_invisible() {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let (r, out) = run_sh(
             &b,
-            "find / -name 'secret-a*' 2>/dev/null; ls /workspace; for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr '\\0' ' '; echo; done | grep -c . ; grep -l 41.5 /proc/[0-9]*/cmdline 2>/dev/null; echo end",
+            "find /workspace /tmp /dev/shm /proc/[0-9]*/root/ -maxdepth 3 -name 'secret-a*' 2>/dev/null; ls /workspace; for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr '\\0' ' '; echo; done | grep -c . ; grep -l 41.5 /proc/[0-9]*/cmdline 2>/dev/null; echo end",
         )
         .await;
         b.destroy().await.unwrap();
