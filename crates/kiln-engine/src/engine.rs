@@ -245,6 +245,17 @@ impl Sandbox {
         self.handle.as_ref().and_then(|h| h.cgroup())
     }
 
+    /// Rewrites the sandbox's cgroup limits (between the stages of a program).
+    pub fn set_limits(&self, limits: &Limits) -> Result<(), EngineError> {
+        if let Some(cg) = self.cgroup() {
+            cg.set_limits(&limits.cgroup())
+                .map_err(|e| EngineError::Sandbox(e.into()))?;
+            cg.reset_peak()
+                .map_err(|e| EngineError::Sandbox(e.into()))?;
+        }
+        Ok(())
+    }
+
     /// Starts `argv` in the sandbox with piped stdio.
     pub async fn spawn(&self, req: SpawnRequest) -> Result<Process, EngineError> {
         let (stdin_r, stdin_w) = host_pipe(false)?;

@@ -10,11 +10,13 @@ pub mod files;
 pub mod limits;
 pub mod pool;
 pub mod process;
+pub mod program;
 pub mod runner;
 pub mod verdict;
 
 pub use engine::{Engine, EngineConfig, EngineError, Sandbox};
 pub use limits::{Limits, Network};
 pub use process::{Process, Stdio};
+pub use program::{run_program, Program, ProgramResult};
 pub use runner::{OutputSink, RunSpec, StdinSource, Stream};
 pub use verdict::{RunResult, Status};

@@ -27,6 +27,8 @@ pub enum Stream {
     Stdout,
     /// Standard error.
     Stderr,
+    /// The compiler's output (its stdout and stderr), in a compile stage.
+    Compile,
 }
 
 /// Where a run's output goes as it arrives.
@@ -129,6 +131,11 @@ async fn run_inner(
     let cgroup = sandbox.cgroup();
     let cpu0 = cgroup.and_then(|c| c.cpu_usage().ok()).unwrap_or_default();
     let oom0 = cgroup.and_then(|c| c.oom_kills().ok()).unwrap_or(0);
+    // What the sandbox already holds (the warden, files an earlier stage left in the page cache) is
+    // not this run's.
+    let mem0 = cgroup
+        .and_then(|c| c.memory_current().ok().flatten())
+        .unwrap_or(0);
     let started = Instant::now();
     let mut proc = sandbox
         .spawn(SpawnRequest {
@@ -269,7 +276,10 @@ async fn run_inner(
         signal: exit.signal.map(signal_name),
         cpu_ms: cpu_cg.max(cpu_ru).as_millis() as u64,
         wall_ms: wall.as_millis() as u64,
-        memory_bytes: stats.memory_peak_bytes.unwrap_or(exit.max_rss_kib * 1024),
+        memory_bytes: stats
+            .memory_peak_bytes
+            .map_or(0, |peak| peak.saturating_sub(mem0))
+            .max(exit.max_rss_kib * 1024),
         truncated,
         message: None,
     })

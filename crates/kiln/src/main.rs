@@ -1,7 +1,10 @@
-//! The `kiln` binary: the command line (`exec`, `doctor`) and, when started with the hidden warden
+//! The `kiln` binary: the command line (`exec`, `run`, `languages`, `doctor`) and, when started with the hidden warden
 //! argument, the warden that runs as PID 1 inside each sandbox.
 
+mod cli_common;
 mod cli_exec;
+mod cli_languages;
+mod cli_run;
 mod doctor;
 mod units;
 
@@ -17,8 +20,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a program in a fresh sandbox.
+    /// Run a program from the host's system dirs in a fresh sandbox.
     Exec(cli_exec::ExecArgs),
+    /// Run source files in their language (compiled first if the language needs it).
+    Run(cli_run::RunArgs),
+    /// List the languages this host can run.
+    Languages(cli_languages::LanguagesArgs),
     /// Check that this host can run sandboxes, and say how to fix what is missing.
     Doctor,
 }
@@ -56,6 +63,8 @@ fn main() {
     let code = runtime.block_on(async {
         match cli.command {
             Command::Exec(args) => cli_exec::run(args).await,
+            Command::Run(args) => cli_run::run(args).await,
+            Command::Languages(args) => cli_languages::run(args),
             Command::Doctor => doctor::run().await,
         }
     });

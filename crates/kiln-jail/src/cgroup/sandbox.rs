@@ -328,6 +328,23 @@ impl SandboxCgroup {
 }
 
 impl SandboxCgroup {
+    /// Memory the group uses now (including the page cache and tmpfs charged to it).
+    pub fn memory_current(&self) -> Result<Option<u64>, CgroupError> {
+        stats::memory_current(&self.groups)
+    }
+
+    /// Starts a new peak-memory measurement (between the stages of one program). v1 resets
+    /// `memory.max_usage_in_bytes`; v2's `memory.peak` resets only as seen through the fd that
+    /// reset it, so there the peak stays the group's lifetime peak.
+    pub fn reset_peak(&self) -> Result<(), CgroupError> {
+        for g in &self.groups {
+            if g.version == CgroupVersion::V1 && g.has(Controller::Memory) {
+                fsutil::write(self.mode, &g.dir.join("memory.max_usage_in_bytes"), "0")?;
+            }
+        }
+        Ok(())
+    }
+
     /// Rewrites the limits of an existing group: a pooled sandbox takes the limits of the run it is
     /// given to. Only controllers the group was created with are touched.
     pub fn set_limits(&self, limits: &super::CgroupLimits) -> Result<(), CgroupError> {

@@ -149,6 +149,18 @@ pub(crate) fn memory_peak(groups: &[Group]) -> Result<Option<u64>, CgroupError> 
     fsutil::read_u64_optional(&g.dir.join(file))
 }
 
+/// Memory in use now: v1 `memory.usage_in_bytes`, v2 `memory.current`.
+pub(crate) fn memory_current(groups: &[Group]) -> Result<Option<u64>, CgroupError> {
+    let Some(g) = groups.iter().find(|g| g.has(Controller::Memory)) else {
+        return Ok(None);
+    };
+    let file = match g.version {
+        CgroupVersion::V1 => "memory.usage_in_bytes",
+        CgroupVersion::V2 => "memory.current",
+    };
+    fsutil::read_u64_optional(&g.dir.join(file))
+}
+
 /// Peak task count (`pids.peak`, Linux 6.1 on v2, later backported to v1 as well).
 pub(crate) fn pids_peak(groups: &[Group]) -> Result<Option<u64>, CgroupError> {
     let Some(g) = groups.iter().find(|g| g.has(Controller::Pids)) else {

@@ -1,0 +1,251 @@
+//! Running a program in a language: its files go into a fresh sandbox, the compile stage (if the
+//! language has one) runs with its own limits, and only if it succeeds does the run stage start,
+//! with the program's limits and live stdin. One verdict comes out, with each stage's facts.
+
+use std::time::Duration;
+
+use kiln_lang::{Language, SourceFile, StageLimits};
+use serde::Serialize;
+
+use crate::engine::{Engine, EngineError, Sandbox};
+use crate::limits::Limits;
+use crate::runner::{self, default_env, OutputSink, RunSpec, StdinSource, Stream};
+use crate::verdict::{RunResult, Status};
+
+/// How much of the compiler's output is kept in the result (all of it still streams).
+pub const COMPILE_OUTPUT_KEPT: usize = 64 * 1024;
+
+/// A program to run.
+#[derive(Debug)]
+pub struct Program {
+    /// Its language.
+    pub language: Language,
+    /// Its files; the first is the entry.
+    pub files: Vec<SourceFile>,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Its stdin.
+    pub stdin: StdinSource,
+    /// The run stage's limits.
+    pub limits: Limits,
+}
+
+/// The compile stage's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompileResult {
+    /// How the compiler ended.
+    #[serde(flatten)]
+    pub result: RunResult,
+    /// What it printed (stdout and stderr), up to [`COMPILE_OUTPUT_KEPT`] bytes.
+    pub output: String,
+}
+
+/// A program's result: one verdict, and each stage's facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgramResult {
+    /// The verdict: `compile_error` if the compile stage failed, else the run stage's.
+    pub status: Status,
+    /// The compile stage, for compiled languages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compile: Option<CompileResult>,
+    /// The run stage, unless the compile stage failed.
+    pub run: Option<RunResult>,
+}
+
+/// `base` with every limit the stage sets replaced.
+pub fn stage_limits(base: &Limits, stage: &StageLimits) -> Limits {
+    let ms = Duration::from_millis;
+    Limits {
+        wall_time: stage.wall_ms.map(ms).or(base.wall_time),
+        cpu_time: stage.cpu_ms.map(ms).or(base.cpu_time),
+        memory_bytes: stage.memory_mb.map(|m| m << 20).or(base.memory_bytes),
+        pids: stage.pids.or(base.pids),
+        output_bytes: stage.output_kb.map(|k| k << 10).or(base.output_bytes),
+        file_size_bytes: stage.file_size_kb.map(|k| k << 10).or(base.file_size_bytes),
+        ..base.clone()
+    }
+}
+
+/// The run stage's limits for `language`: the engine's defaults, then the language's, then what
+/// the caller asks for (`overrides`).
+pub fn run_limits(language: &Language, overrides: &StageLimits) -> Limits {
+    stage_limits(
+        &stage_limits(&Limits::default(), &language.limits),
+        overrides,
+    )
+}
+
+/// Runs `program` in a fresh sandbox from `engine`, streaming the compiler's output as
+/// [`Stream::Compile`] and the program's as stdout and stderr. The sandbox is destroyed after.
+pub async fn run_program(
+    engine: &Engine,
+    program: Program,
+    sink: &mut dyn OutputSink,
+    kill: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<ProgramResult, EngineError> {
+    let sandbox = engine.sandbox(&program.limits).await?;
+    let result = run_in(&sandbox, program, sink, kill).await;
+    let destroyed = sandbox.destroy().await;
+    let result = result?;
+    destroyed?;
+    Ok(result)
+}
+
+async fn run_in(
+    sandbox: &Sandbox,
+    program: Program,
+    sink: &mut dyn OutputSink,
+    kill: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<ProgramResult, EngineError> {
+    for file in &program.files {
+        sandbox.write_file(&file.name, &file.content, 0o644)?;
+    }
+    let names: Vec<String> = program.files.iter().map(|f| f.name.clone()).collect();
+    let memory_mb = program.limits.memory_bytes.map(|b| b >> 20);
+    let recipe = program
+        .language
+        .recipe(&names, &program.args, memory_mb)
+        .map_err(|e| EngineError::Warden(e.to_string()))?;
+
+    let compile = match &recipe.compile {
+        None => None,
+        Some(stage) => {
+            let limits = stage_limits(&program.limits, &stage.limits);
+            sandbox.set_limits(&limits)?;
+            let mut spec = RunSpec::new(stage.argv.clone(), limits);
+            spec.env = merge_env(&stage.env);
+            let mut capture = CompileSink {
+                inner: &mut *sink,
+                kept: Vec::new(),
+            };
+            let result = runner::run(sandbox, spec, &mut capture, None).await;
+            let output = String::from_utf8_lossy(&capture.kept).into_owned();
+            let failed = result.status != Status::Ok;
+            let compile = CompileResult { result, output };
+            if failed {
+                return Ok(ProgramResult {
+                    status: Status::CompileError,
+                    compile: Some(compile),
+                    run: None,
+                });
+            }
+            Some(compile)
+        }
+    };
+
+    sandbox.set_limits(&program.limits)?;
+    let mut spec = RunSpec::new(recipe.run.argv.clone(), program.limits.clone());
+    spec.env = merge_env(&recipe.run.env);
+    spec.stdin = program.stdin;
+    let mut watch = MemoryErrorSink {
+        inner: sink,
+        pattern: recipe.memory_error.as_deref().map(str::as_bytes),
+        tail: Vec::new(),
+        seen: false,
+    };
+    let mut run = runner::run(sandbox, spec, &mut watch, kill).await;
+    if watch.seen && matches!(run.status, Status::NonzeroExit | Status::Signaled) {
+        run.status = Status::MemoryLimit;
+    }
+    Ok(ProgramResult {
+        status: run.status,
+        compile,
+        run: Some(run),
+    })
+}
+
+/// The default environment with the stage's variables on top (a stage's `KEY=` replaces the default).
+fn merge_env(extra: &[String]) -> Vec<String> {
+    let key = |kv: &str| kv.split('=').next().unwrap_or("").to_string();
+    let mut env: Vec<String> = default_env()
+        .into_iter()
+        .filter(|d| !extra.iter().any(|e| key(e) == key(d)))
+        .collect();
+    env.extend(extra.iter().cloned());
+    env
+}
+
+/// Streams a compiler's output as [`Stream::Compile`] and keeps the start of it.
+struct CompileSink<'a> {
+    inner: &'a mut dyn OutputSink,
+    kept: Vec<u8>,
+}
+
+impl OutputSink for CompileSink<'_> {
+    fn output(&mut self, _stream: Stream, chunk: &[u8]) {
+        let room = COMPILE_OUTPUT_KEPT.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        self.inner.output(Stream::Compile, chunk);
+    }
+}
+
+/// Passes output on and watches stderr for the runtime's out-of-memory line, across chunk edges.
+struct MemoryErrorSink<'a, 'p> {
+    inner: &'a mut dyn OutputSink,
+    pattern: Option<&'p [u8]>,
+    tail: Vec<u8>,
+    seen: bool,
+}
+
+impl OutputSink for MemoryErrorSink<'_, '_> {
+    fn output(&mut self, stream: Stream, chunk: &[u8]) {
+        if let (Stream::Stderr, Some(pattern), false) = (stream, self.pattern, self.seen) {
+            self.tail.extend_from_slice(chunk);
+            if self.tail.windows(pattern.len()).any(|w| w == pattern) {
+                self.seen = true;
+            }
+            let keep = pattern.len().saturating_sub(1);
+            if self.tail.len() > keep {
+                self.tail.drain(..self.tail.len() - keep);
+            }
+        }
+        self.inner.output(stream, chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_limits_override_only_what_they_set() {
+        let base = Limits::default();
+        let stage = StageLimits {
+            memory_mb: Some(512),
+            cpu_ms: Some(1500),
+            ..StageLimits::default()
+        };
+        let l = stage_limits(&base, &stage);
+        assert_eq!(l.memory_bytes, Some(512 << 20));
+        assert_eq!(l.cpu_time, Some(Duration::from_millis(1500)));
+        assert_eq!(l.wall_time, base.wall_time);
+        assert_eq!(l.pids, base.pids);
+    }
+
+    #[test]
+    fn stage_env_replaces_defaults() {
+        let env = merge_env(&["HOME=/tmp".into(), "X=1".into()]);
+        assert!(env.contains(&"HOME=/tmp".to_string()));
+        assert!(!env.contains(&"HOME=/workspace".to_string()));
+        assert!(env.contains(&"X=1".to_string()));
+    }
+
+    #[test]
+    fn memory_error_is_found_across_chunks() {
+        let mut out = Vec::new();
+        let mut inner = |_: Stream, c: &[u8]| out.extend_from_slice(c);
+        let mut sink = MemoryErrorSink {
+            inner: &mut inner,
+            pattern: Some(b"OutOfMemoryError"),
+            tail: Vec::new(),
+            seen: false,
+        };
+        sink.output(Stream::Stderr, b"Terminating due to java.lang.OutOfMem");
+        assert!(!sink.seen);
+        sink.output(Stream::Stderr, b"oryError: Java heap space\n");
+        assert!(sink.seen);
+        assert!(out.ends_with(b"heap space\n"));
+    }
+}
