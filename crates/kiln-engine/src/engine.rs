@@ -96,7 +96,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Creates a sandbox on the calling (blocking) thread.
-    pub(crate) fn create_blocking(&self, limits: &Limits) -> Result<SandboxHandle, SandboxError> {
+    pub(crate) fn create_blocking(
+        &self,
+        limits: &Limits,
+        ro_binds: &[(PathBuf, PathBuf)],
+    ) -> Result<SandboxHandle, SandboxError> {
         let id = Jail::sandbox_name(self.next_id.fetch_add(1, Ordering::Relaxed));
         let spec = SandboxSpec {
             id,
@@ -104,7 +108,7 @@ impl Shared {
                 hostname: "kiln".into(),
                 tmp_bytes: limits.tmp_bytes,
                 workspace_bytes: limits.workspace_bytes,
-                ro_binds: Vec::new(),
+                ro_binds: ro_binds.to_vec(),
                 network: limits.network != Network::None,
                 sandbox_uid: SANDBOX_UID,
                 sandbox_gid: SANDBOX_UID,
@@ -185,9 +189,20 @@ impl Engine {
 
     /// A sandbox created now, never from the pool.
     pub async fn sandbox_cold(&self, limits: &Limits) -> Result<Sandbox, EngineError> {
+        self.sandbox_with_binds(limits, &[]).await
+    }
+
+    /// A sandbox created now with extra read-only bind mounts (host path, path inside), such as a
+    /// toolchain's files outside `/usr`.
+    pub async fn sandbox_with_binds(
+        &self,
+        limits: &Limits,
+        ro_binds: &[(PathBuf, PathBuf)],
+    ) -> Result<Sandbox, EngineError> {
         let shared = self.shared.clone();
         let limits = limits.clone();
-        let handle = tokio::task::spawn_blocking(move || shared.create_blocking(&limits))
+        let binds = ro_binds.to_vec();
+        let handle = tokio::task::spawn_blocking(move || shared.create_blocking(&limits, &binds))
             .await
             .map_err(|e| EngineError::Warden(format!("sandbox creation panicked: {e}")))??;
         Sandbox::from_handle(handle)

@@ -88,7 +88,7 @@ impl Pool {
                         // for: the sandbox is built at a lower priority (the warden inherits it
                         // and gets it back when it is taken).
                         let _background = Background::enter();
-                        s.create_blocking(&l)
+                        s.create_blocking(&l, &[])
                     })
                     .await;
                     let Some(p) = pool.upgrade() else { return };

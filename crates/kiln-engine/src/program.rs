@@ -85,7 +85,13 @@ pub async fn run_program(
     sink: &mut dyn OutputSink,
     kill: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<ProgramResult, EngineError> {
-    let sandbox = engine.sandbox(&program.limits).await?;
+    let sandbox = if program.language.mounts.is_empty() {
+        engine.sandbox(&program.limits).await?
+    } else {
+        engine
+            .sandbox_with_binds(&program.limits, &program.language.mounts)
+            .await?
+    };
     let result = run_in(&sandbox, program, sink, kill).await;
     let destroyed = sandbox.destroy().await;
     let result = result?;

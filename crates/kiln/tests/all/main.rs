@@ -4,5 +4,6 @@
 mod cli;
 mod common;
 mod escape;
+mod languages;
 mod lifecycle;
 mod verdicts;
