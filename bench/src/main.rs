@@ -1,9 +1,11 @@
 //! kiln-bench: Kiln side by side with a bare fork+exec, bwrap and unshare(1) — latency of one run,
 //! throughput at several concurrencies, and host memory per idle sandbox — in one run, with medians,
-//! ratios and the targets they are held to.
+//! ratios and the targets they are held to — and each language's hello world through `run_program`
+//! next to the same compile and run command lines on the bare host.
 
 mod baseline;
 mod kiln;
+mod languages;
 mod latency;
 mod memory;
 mod report;
@@ -13,7 +15,7 @@ mod throughput;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use serde_json::json;
 
 /// Benchmarks Kiln against a bare fork+exec, bwrap and unshare. Must run as root.
@@ -48,9 +50,27 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Languages: rounds of hello world, each running every language bare and in Kiln
+    /// [default: 10, --quick: 3].
+    #[arg(long)]
+    lang_iterations: Option<usize>,
+    /// Languages: the ones to run, by name or alias [default: every available one].
+    #[arg(long, value_delimiter = ',')]
+    languages: Vec<String>,
+    /// Run only these sections [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
     /// Small counts for a smoke run.
     #[arg(long)]
     quick: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Section {
+    Memory,
+    Latency,
+    Throughput,
+    Languages,
 }
 
 #[tokio::main]
@@ -69,6 +89,8 @@ async fn main() -> Result<()> {
     let runs = pick(args.runs, 200, 40);
     let throughput_rounds = pick(args.throughput_rounds, 2, 1);
     let memory_rounds = pick(args.memory_rounds, 5, 1).max(1);
+    let lang_iterations = pick(args.lang_iterations, 10, 3).max(1);
+    let run = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let kiln_exe = match args.kiln {
         Some(p) => p,
         None => std::env::current_exe()
@@ -86,27 +108,49 @@ async fn main() -> Result<()> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
         "kiln-bench: kiln {}, {cpus} CPUs, Linux {}, pool {}, {iterations} latency iterations, \
-         {runs} throughput runs per level",
+         {runs} throughput runs per level, {lang_iterations} language iterations",
         kiln_exe.display(),
         kernel.trim(),
         args.pool_size
     );
+    // Chosen before anything is measured, so that a misspelt language fails at once.
+    let picked = if run(Section::Languages) {
+        let catalog = kiln_lang::Catalog::embedded().context("load the language catalog")?;
+        languages::select(&catalog, &args.languages)?
+    } else {
+        Vec::new()
+    };
     let tools = baseline::detect();
     let mut kiln = kiln::Kiln::start(&kiln_exe, args.pool_size).await?;
 
     let started = std::time::Instant::now();
     // Memory first: the hundreds of sandboxes the other phases destroy are freed lazily by the
     // kernel, and that would drift MemAvailable while it is being read.
-    let memory = memory::measure(&mut kiln, args.sandboxes, memory_rounds).await?;
-    let latency = latency::measure(&mut kiln, &tools, iterations).await?;
-    let throughput = throughput::measure(
-        &mut kiln,
-        &tools,
-        &args.concurrency,
-        runs,
-        throughput_rounds,
-    )
-    .await?;
+    let memory = match run(Section::Memory) {
+        true => Some(memory::measure(&mut kiln, args.sandboxes, memory_rounds).await?),
+        false => None,
+    };
+    let latency = match run(Section::Latency) {
+        true => Some(latency::measure(&mut kiln, &tools, iterations).await?),
+        false => None,
+    };
+    let throughput = match run(Section::Throughput) {
+        true => Some(
+            throughput::measure(
+                &mut kiln,
+                &tools,
+                &args.concurrency,
+                runs,
+                throughput_rounds,
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    let languages = match run(Section::Languages) {
+        true => Some(languages::measure(&mut kiln, &picked, lang_iterations).await?),
+        false => None,
+    };
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
 
     let results = report::Results {
@@ -120,13 +164,17 @@ async fn main() -> Result<()> {
             "throughput_rounds": throughput_rounds,
             "memory_sandboxes": args.sandboxes,
             "memory_rounds": memory_rounds,
+            "lang_iterations": lang_iterations,
+            "bare_dir": "/dev/shm (tmpfs), fresh per run; HOME, TMPDIR and /tmp/... in the env inside it",
             "bwrap": tools.bwrap,
             "unshare": tools.unshare,
         }),
         latency,
         throughput,
         memory,
+        languages,
         runs_per_level: runs,
+        lang_iterations,
     };
     results.print();
     if let Some(path) = &args.json {

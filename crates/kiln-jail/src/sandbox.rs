@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::cgroup::{CgroupError, CgroupLayout, CgroupLimits, CgroupParent, SandboxCgroup};
-use crate::exec::decode_report;
 use crate::protocol::{self, read_full, write_all, Reply, Request, WardenConfig};
 use crate::warden::{CONTROL_FD, WARDEN_ARG};
 
@@ -221,9 +220,10 @@ impl Jail {
             let mut report = [0u8; 8];
             let n = sys("read child report", read_full(&err_read, &mut report))?;
             if n != 0 {
-                let (step, errno) = decode_report(&report);
+                let step = u32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+                let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
                 return Err(SandboxError::Child {
-                    step: step.map_or("setup", |s| s.name()),
+                    step: ChildStep::name(step),
                     source: std::io::Error::from_raw_os_error(errno),
                 });
             }
@@ -458,12 +458,12 @@ fn child_main(a: &ChildArgs) -> ! {
             && libc::syscall(libc::SYS_setresuid, 0, 0, 0) == 0
     };
     if !ids {
-        child_fail(a.err_write, 8);
+        child_fail(a.err_write, ChildStep::Ids);
     }
     // The cgroup namespace is entered only now, after the v1 attach, so its root is the sandbox's group.
     // SAFETY: unshare with an integer flag.
     if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
-        child_fail(a.err_write, 1);
+        child_fail(a.err_write, ChildStep::CgroupNamespace);
     }
     let ret = if a.control == CONTROL_FD {
         // SAFETY: fcntl on an fd we own.
@@ -473,7 +473,7 @@ fn child_main(a: &ChildArgs) -> ! {
         unsafe { libc::dup2(a.control, CONTROL_FD) }
     };
     if ret < 0 {
-        child_fail(a.err_write, 3);
+        child_fail(a.err_write, ChildStep::ControlFd);
     }
     // Anything the server opened without CLOEXEC must not reach the warden.
     // SAFETY: close_range with integer arguments, marking fds close-on-exec.
@@ -497,7 +497,7 @@ fn child_main(a: &ChildArgs) -> ! {
             libc::AT_EMPTY_PATH,
         )
     };
-    child_fail(a.err_write, 12)
+    child_fail(a.err_write, ChildStep::Exec)
 }
 
 /// Closes every fd from 3 up except `keep`. Async-signal-safe: no allocation.
@@ -518,7 +518,30 @@ fn close_all_but(mut keep: [RawFd; 4]) {
     unsafe { libc::syscall(libc::SYS_close_range, next, u32::MAX, 0u32) };
 }
 
-fn child_fail(err_write: RawFd, step: u32) -> ! {
+/// The steps of the cloned child, reported with an errno when one fails.
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+enum ChildStep {
+    Ids = 1,
+    CgroupNamespace,
+    ControlFd,
+    Exec,
+}
+
+impl ChildStep {
+    fn name(step: u32) -> &'static str {
+        match step {
+            1 => "take the namespace's root ids",
+            2 => "enter a new cgroup namespace",
+            3 => "put the control socket on fd 3",
+            4 => "execveat the warden",
+            _ => "setup",
+        }
+    }
+}
+
+fn child_fail(err_write: RawFd, step: ChildStep) -> ! {
+    let step = step as u32;
     let errno = std::io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO);
