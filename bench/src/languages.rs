@@ -341,21 +341,25 @@ fn check_stdout(got: &[u8], want: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where bare runs get their directories: tmpfs like a sandbox's /workspace, so that neither side
+/// writes its output to a disk.
+pub fn scratch_base() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// A fresh directory for each bare run; removed on drop, after the clock has stopped.
 struct Scratch(PathBuf);
 
 impl Scratch {
     fn new() -> Result<Self> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        // tmpfs like a sandbox's /workspace, so that neither side writes its output to a disk.
-        let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("kiln-bench-{}-{n}", std::process::id()));
+        let dir = scratch_base().join(format!("kiln-bench-{}-{n}", std::process::id()));
         std::fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
         std::fs::create_dir(dir.join("tmp")).context("create tmp")?;
         Ok(Self(dir))

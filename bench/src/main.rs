@@ -165,7 +165,7 @@ async fn main() -> Result<()> {
             "memory_sandboxes": args.sandboxes,
             "memory_rounds": memory_rounds,
             "lang_iterations": lang_iterations,
-            "bare_dir": "/dev/shm (tmpfs), fresh per run; HOME, TMPDIR and /tmp/... in the env inside it",
+            "lang_bare_dir": languages::scratch_base(),
             "bwrap": tools.bwrap,
             "unshare": tools.unshare,
         }),

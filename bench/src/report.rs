@@ -166,7 +166,7 @@ impl Results {
         println!("TARGETS");
         for target in &self.targets() {
             println!(
-                "  {:<48} {:>10}  <= {:<9} {}",
+                "  {:<54} {:>10}  <= {:<9} {}",
                 target.name,
                 num(target.value, target.unit),
                 num(target.limit, target.unit),

@@ -18,5 +18,5 @@ pub use engine::{Engine, EngineConfig, EngineError, Sandbox};
 pub use limits::{Limits, Network};
 pub use process::{Process, Stdio};
 pub use program::{run_program, Program, ProgramResult};
-pub use runner::{OutputSink, RunSpec, StdinSource, Stream};
+pub use runner::{OutputSink, Phase, RunSpec, StdinSource, Stream};
 pub use verdict::{RunResult, Status};

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::engine::{Engine, EngineError, Sandbox};
 use crate::limits::Limits;
-use crate::runner::{self, default_env, OutputSink, RunSpec, StdinSource, Stream};
+use crate::runner::{self, default_env, OutputSink, Phase, RunSpec, StdinSource, Stream};
 use crate::verdict::{RunResult, Status};
 
 /// How much of the compiler's output is kept in the result (all of it still streams).
@@ -118,6 +118,7 @@ async fn run_in(
     let compile = match &recipe.compile {
         None => None,
         Some(stage) => {
+            sink.stage(Phase::Compiling);
             let limits = stage_limits(&program.limits, &stage.limits);
             sandbox.set_limits(&limits)?;
             let mut spec = RunSpec::new(stage.argv.clone(), limits);
@@ -141,6 +142,7 @@ async fn run_in(
         }
     };
 
+    sink.stage(Phase::Running);
     sandbox.set_limits(&program.limits)?;
     let mut spec = RunSpec::new(recipe.run.argv.clone(), program.limits.clone());
     spec.env = merge_env(&recipe.run.env);
@@ -180,6 +182,10 @@ struct CompileSink<'a> {
 }
 
 impl OutputSink for CompileSink<'_> {
+    fn stage(&mut self, stage: Phase) {
+        self.inner.stage(stage);
+    }
+
     fn output(&mut self, _stream: Stream, chunk: &[u8]) {
         let room = COMPILE_OUTPUT_KEPT.saturating_sub(self.kept.len());
         self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -196,6 +202,10 @@ struct MemoryErrorSink<'a, 'p> {
 }
 
 impl OutputSink for MemoryErrorSink<'_, '_> {
+    fn stage(&mut self, stage: Phase) {
+        self.inner.stage(stage);
+    }
+
     fn output(&mut self, stream: Stream, chunk: &[u8]) {
         if let (Stream::Stderr, Some(pattern), false) = (stream, self.pattern, self.seen) {
             self.tail.extend_from_slice(chunk);

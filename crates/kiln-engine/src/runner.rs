@@ -35,6 +35,19 @@ pub enum Stream {
 pub trait OutputSink: Send {
     /// One chunk of output (at most 8 KiB).
     fn output(&mut self, stream: Stream, chunk: &[u8]);
+
+    /// A program moved to another stage (compile, then run). Called before the stage starts.
+    fn stage(&mut self, _stage: Phase) {}
+}
+
+/// The stage a program is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Compiling.
+    Compiling,
+    /// Running.
+    Running,
 }
 
 impl<F: FnMut(Stream, &[u8]) + Send> OutputSink for F {
