@@ -65,6 +65,8 @@ impl Kiln {
                 .context("destroy task")?
                 .context("destroy a sandbox")?;
         }
+        // run_program retires its sandbox in the background.
+        self.engine.settle().await;
         tokio::time::timeout(
             POOL_FILL_TIMEOUT,
             self.engine.pool_wait_ready(self.pool_size),

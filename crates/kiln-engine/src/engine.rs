@@ -92,6 +92,15 @@ impl EngineConfig {
 pub(crate) struct Shared {
     pub(crate) jail: Jail,
     next_id: AtomicU64,
+    retiring: Retiring,
+}
+
+/// Sandboxes being destroyed in the background, so callers that must not leave any behind (a CLI
+/// about to exit, a test counting cgroups) can wait for them.
+#[derive(Debug, Default)]
+struct Retiring {
+    count: AtomicU64,
+    done: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -138,6 +147,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             jail,
             next_id: AtomicU64::new(0),
+            retiring: Retiring::default(),
         });
         let pool = (cfg.pool_size > 0)
             .then(|| Pool::start(shared.clone(), cfg.pool_size, cfg.pool_limits.clone()));
@@ -146,6 +156,34 @@ impl Engine {
             pool,
             pool_limits: cfg.pool_limits,
         })
+    }
+
+    /// Waits until every sandbox handed to [`Engine::retire`] is destroyed.
+    pub async fn settle(&self) {
+        loop {
+            let done = self.shared.retiring.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.shared.retiring.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    /// Kills everything in `sandbox` now and destroys it in the background: a run's result need
+    /// not wait for the cgroup removal and the reaping. [`Engine::settle`] waits for it.
+    pub fn retire(&self, sandbox: Sandbox) {
+        sandbox.kill_all();
+        let shared = self.shared.clone();
+        shared.retiring.count.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            if let Err(e) = sandbox.destroy().await {
+                tracing::warn!(error = %e, "destroying a sandbox");
+            }
+            shared.retiring.count.fetch_sub(1, Ordering::SeqCst);
+            shared.retiring.done.notify_waiters();
+        });
     }
 
     /// The jail (for `kiln doctor` and tests).

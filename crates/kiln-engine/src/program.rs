@@ -78,7 +78,8 @@ pub fn run_limits(language: &Language, overrides: &StageLimits) -> Limits {
 }
 
 /// Runs `program` in a fresh sandbox from `engine`, streaming the compiler's output as
-/// [`Stream::Compile`] and the program's as stdout and stderr. The sandbox is destroyed after.
+/// [`Stream::Compile`] and the program's as stdout and stderr. Everything in the sandbox is killed
+/// before this returns; its removal finishes in the background ([`Engine::settle`] waits for it).
 pub async fn run_program(
     engine: &Engine,
     program: Program,
@@ -93,10 +94,8 @@ pub async fn run_program(
             .await?
     };
     let result = run_in(&sandbox, program, sink, kill).await;
-    let destroyed = sandbox.destroy().await;
-    let result = result?;
-    destroyed?;
-    Ok(result)
+    engine.retire(sandbox);
+    result
 }
 
 async fn run_in(

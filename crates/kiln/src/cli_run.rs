@@ -107,9 +107,10 @@ async fn run_files(args: RunArgs) -> anyhow::Result<i32> {
         stdin,
         limits,
     };
-    let result = run_program(&engine, program, &mut printer, None)
-        .await
-        .context("running the program")?;
+    let result = run_program(&engine, program, &mut printer, None).await;
+    // Nothing of the sandbox may outlive this process.
+    engine.settle().await;
+    let result = result.context("running the program")?;
     if args.json {
         let mut value = serde_json::to_value(&result)?;
         value["language"] = language.name.clone().into();

@@ -1,10 +1,11 @@
-//! The `kiln` binary: the command line (`exec`, `run`, `languages`, `doctor`) and, when started with the hidden warden
+//! The `kiln` binary: the command line (`exec`, `run`, `languages`, `serve`, `doctor`) and, when started with the hidden warden
 //! argument, the warden that runs as PID 1 inside each sandbox.
 
 mod cli_common;
 mod cli_exec;
 mod cli_languages;
 mod cli_run;
+mod cli_serve;
 mod doctor;
 mod units;
 
@@ -26,6 +27,8 @@ enum Command {
     Run(cli_run::RunArgs),
     /// List the languages this host can run.
     Languages(cli_languages::LanguagesArgs),
+    /// Serve the HTTP API (jobs, live channels).
+    Serve(cli_serve::ServeArgs),
     /// Check that this host can run sandboxes, and say how to fix what is missing.
     Doctor,
 }
@@ -65,6 +68,7 @@ fn main() {
             Command::Exec(args) => cli_exec::run(args).await,
             Command::Run(args) => cli_run::run(args).await,
             Command::Languages(args) => cli_languages::run(args),
+            Command::Serve(args) => cli_serve::run(args).await,
             Command::Doctor => doctor::run().await,
         }
     });

@@ -6,4 +6,5 @@ mod common;
 mod escape;
 mod languages;
 mod lifecycle;
+mod server;
 mod verdicts;

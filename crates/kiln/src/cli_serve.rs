@@ -1,0 +1,131 @@
+//! `kiln serve`: the HTTP service. Settings come from a TOML file (`--config`), then `KILN_*`
+//! environment variables, then flags; each later source wins.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use kiln_engine::EngineConfig;
+use kiln_server::config::ServerConfig;
+
+/// Flags of `kiln serve` (each also read from the environment variable shown).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file (see README).
+    #[arg(long, env = "KILN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "KILN_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory of the job database and generated secrets [default: kiln-data]
+    #[arg(long, env = "KILN_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A bearer token, NAME=TOKEN (repeat, or comma-separate in KILN_TOKENS).
+    #[arg(long = "token", env = "KILN_TOKENS", value_delimiter = ',')]
+    tokens: Vec<String>,
+    /// Runs at once [default: 8]
+    #[arg(long, env = "KILN_CAPACITY")]
+    capacity: Option<usize>,
+    /// Jobs that may wait for a slot before 429 [default: 256]
+    #[arg(long, env = "KILN_QUEUE_DEPTH")]
+    queue_depth: Option<usize>,
+    /// Warm sandboxes kept ready [default: 4]
+    #[arg(long, env = "KILN_POOL_SIZE")]
+    pool_size: Option<usize>,
+    /// How long a job waits for its start, in ms [default: 30000]
+    #[arg(long, env = "KILN_WARMUP_MS")]
+    warmup_ms: Option<u64>,
+    /// How long finished jobs are kept, in seconds [default: 3600]
+    #[arg(long, env = "KILN_RESULT_TTL_SECS")]
+    result_ttl_secs: Option<u64>,
+    /// The Pusher app key clients connect with [default: kiln-key]
+    #[arg(long, env = "KILN_PUSHER_APP_KEY")]
+    pusher_app_key: Option<String>,
+    /// The Pusher app secret [default: generated, kept in the data dir]
+    #[arg(long, env = "KILN_PUSHER_APP_SECRET", hide_env_values = true)]
+    pusher_app_secret: Option<String>,
+}
+
+fn load(args: ServeArgs) -> anyhow::Result<ServerConfig> {
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--config {}", path.display()))?;
+            ServerConfig::from_toml(&text).with_context(|| format!("{}", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    macro_rules! take {
+        ($($field:ident),*) => { $(if let Some(v) = args.$field { cfg.$field = v; })* };
+    }
+    take!(
+        listen,
+        data_dir,
+        capacity,
+        queue_depth,
+        pool_size,
+        warmup_ms,
+        result_ttl_secs
+    );
+    if let Some(key) = args.pusher_app_key {
+        cfg.pusher.app_key = key;
+    }
+    if let Some(secret) = args.pusher_app_secret {
+        cfg.pusher.app_secret = secret;
+    }
+    for t in &args.tokens {
+        let (name, token) = t
+            .split_once('=')
+            .with_context(|| format!("--token {t:?}: expected NAME=TOKEN"))?;
+        anyhow::ensure!(!token.is_empty(), "--token {name}: the token is empty");
+        cfg.tokens.insert(name.to_string(), token.to_string());
+    }
+    anyhow::ensure!(cfg.capacity >= 1, "capacity must be at least 1");
+    Ok(cfg)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs `kiln serve`.
+pub async fn run(args: ServeArgs) -> i32 {
+    let cfg = match load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kiln serve: {e:#}");
+            return 2;
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("kiln serve: locating the kiln binary: {e}");
+            return 1;
+        }
+    };
+    let on_start = |s: kiln_server::server::Started| {
+        if let Some(token) = &s.new_token {
+            eprintln!(
+                "kiln serve: generated an API token (shown once; kept in the data dir): {token}"
+            );
+        }
+        eprintln!("kiln serve: listening on http://{}", s.addr);
+    };
+    match kiln_server::server::serve(cfg, EngineConfig::new(exe), on_start, shutdown_signal()).await
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kiln serve: {e}");
+            1
+        }
+    }
+}
