@@ -179,9 +179,10 @@ async fn run_inner(
     drop(out_tx);
 
     let (input_tx, mut input_rx) = mpsc::channel::<()>(1);
+    let mut stdin_task = None;
     if let Some(mut stdin) = proc.stdin.take() {
         let source = spec.stdin;
-        tokio::spawn(async move {
+        stdin_task = Some(tokio::spawn(async move {
             match source {
                 StdinSource::Closed => {}
                 StdinSource::Bytes(bytes) => {
@@ -196,7 +197,7 @@ async fn run_inner(
                     }
                 }
             }
-        });
+        }));
     }
 
     let wall_deadline = limits.wall_time.map(|d| tokio::time::Instant::now() + d);
@@ -245,6 +246,10 @@ async fn run_inner(
         }
     };
     let wall = started.elapsed();
+    // Nobody reads stdin any more: its pipe must not wait for a client that never closes it.
+    if let Some(task) = stdin_task {
+        task.abort();
+    }
     // The output normally ends with the program. If something it started still holds the pipes,
     // the run is over all the same: its process group is killed and what is left is drained.
     let mut drain_until = tokio::time::Instant::now() + EOF_GRACE;

@@ -169,6 +169,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
         .merge(v1)
         .layer(axum::extract::DefaultBodyLimit::max(
             state.cfg.max_body_bytes,
@@ -199,6 +200,23 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         }
         None => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized").into_response(),
     }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let jobs = &state.jobs;
+    let text = jobs.metrics.render(crate::metrics::Gauges {
+        queued: jobs
+            .counters
+            .queued
+            .load(std::sync::atomic::Ordering::Relaxed),
+        active: jobs
+            .counters
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed),
+        pool_ready: jobs.engine().pool_ready(),
+        connections: state.realtime.connections(),
+    });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn languages(State(state): State<AppState>) -> Json<Vec<LanguageInfo>> {

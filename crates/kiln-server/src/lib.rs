@@ -7,6 +7,7 @@ pub mod bus;
 pub mod config;
 pub mod job;
 pub mod manager;
+pub mod metrics;
 pub mod realtime;
 pub mod server;
 pub mod store;

@@ -62,6 +62,8 @@ pub struct JobManager {
     store: Arc<Store>,
     /// Metrics.
     pub counters: Counters,
+    /// Counters and the latency histogram for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl JobManager {
@@ -91,6 +93,7 @@ impl JobManager {
             writes,
             store,
             counters: Counters::default(),
+            metrics: crate::metrics::Metrics::default(),
         });
         let queue_rx = Arc::new(tokio::sync::Mutex::new(queue_rx));
         for _ in 0..cfg.capacity.max(1) {
@@ -128,6 +131,7 @@ impl JobManager {
         let job = Job::new(id.clone(), owner.to_string(), spec, self.bus.clone());
         self.counters.queued.fetch_add(1, Ordering::SeqCst);
         if sender.try_send(job.clone()).is_err() {
+            self.metrics.rejected();
             let depth = self.counters.queued.fetch_sub(1, Ordering::SeqCst) - 1;
             return Err(Admission::Full {
                 depth,
@@ -135,6 +139,7 @@ impl JobManager {
             });
         }
         self.jobs.lock().expect("jobs lock").insert(id, job.clone());
+        self.metrics.submitted();
         self.record(&job);
         Ok(job)
     }
@@ -229,6 +234,7 @@ impl JobManager {
             compile: None,
             message: Some(message.to_string()),
         };
+        self.metrics.finished(state.as_str(), &usage.status, 0.0);
         let result = ResultEvent {
             exit_code: None,
             signal: None,
@@ -285,11 +291,13 @@ impl JobManager {
             stdin,
             limits: job.spec.limits.clone(),
         };
+        let started = std::time::Instant::now();
         let outcome = run_program(&self.engine, program, &mut sink, Some(kill_rx)).await;
         killer.abort();
+        job.close_stdin();
         sink.flush();
         match outcome {
-            Ok(result) => self.finish(job, sink, &result),
+            Ok(result) => self.finish(job, sink, &result, started),
             Err(e) => {
                 tracing::error!(job = %job.id, error = %e, "job failed in the engine");
                 self.end_unrun(job, JobState::Error, &e.to_string());
@@ -297,7 +305,13 @@ impl JobManager {
         }
     }
 
-    fn finish(&self, job: &Job, sink: JobSink<'_>, result: &ProgramResult) {
+    fn finish(
+        &self,
+        job: &Job,
+        sink: JobSink<'_>,
+        result: &ProgramResult,
+        started: std::time::Instant,
+    ) {
         let run = result.run.as_ref();
         let compile = result.compile.as_ref();
         let status = result.status;
@@ -346,6 +360,15 @@ impl JobManager {
         }
         job.publish("usage", json!(usage));
         job.publish("result", json!(event));
+        self.metrics.finished(
+            match status {
+                Status::Killed => "killed",
+                Status::InternalError => "error",
+                _ => "done",
+            },
+            status.as_str(),
+            started.elapsed().as_secs_f64(),
+        );
         let state = match status {
             Status::Killed => JobState::Killed,
             Status::InternalError => {

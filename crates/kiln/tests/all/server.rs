@@ -469,3 +469,147 @@ fn a_restarted_server_leaves_no_job_running() {
     let st = api(&s, "GET", &format!("/v1/jobs/{id}"), None).json();
     assert_eq!(st["state"], "error", "{st}");
 }
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sandbox cgroups of the server (their names start with its pid), in the pids hierarchy.
+fn sandbox_cgroups(pid: u32) -> usize {
+    let prefix = format!("s{pid}-");
+    let mut n = 0;
+    for root in [
+        "/sys/fs/cgroup/pids/kiln",
+        "/sys/fs/cgroup/unified/kiln",
+        "/sys/fs/cgroup/kiln",
+    ] {
+        if let Ok(dir) = std::fs::read_dir(root) {
+            n = n.max(
+                dir.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .count(),
+            );
+        }
+    }
+    n
+}
+
+#[test]
+fn three_hundred_concurrent_executes_against_a_capacity_of_eight() {
+    require_isolation!();
+    let s = Server::start(&[
+        "--capacity",
+        "8",
+        "--queue-depth",
+        "200",
+        "--pool-size",
+        "4",
+    ]);
+    let pid = s.child.id();
+    // Warm the server up once so its steady fds (pool, store) are counted before.
+    let warm = api(
+        &s,
+        "POST",
+        "/v1/run",
+        Some(json!({"language": "python", "files": [{"name": "main.py", "content": "print(1)"}]})),
+    );
+    assert_eq!(warm.status, 200, "{}", warm.body);
+    std::thread::sleep(Duration::from_millis(500));
+    let fds_before = open_fds(pid);
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(
+        &body,
+        json!({"language": "python", "autoStart": true, "collectOutput": true,
+               "files": [{"name": "main.py", "content": "import os\nprint('job', os.getpid())"}]})
+        .to_string(),
+    )
+    .unwrap();
+    // One curl, 300 transfers at once, each answer in its own file.
+    let url = format!("{}/v1/execute?n=[1-300]", s.base);
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-Z",
+            "--parallel-max",
+            "300",
+            "--parallel-immediate",
+            "-X",
+            "POST",
+            "-w",
+            "%{http_code}\n",
+        ])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg("-o")
+        .arg(dir.path().join("r#1"))
+        .arg(&url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let codes: Vec<&str> = text.lines().collect();
+    assert_eq!(codes.len(), 300, "{text}");
+    assert!(
+        codes.iter().all(|c| *c == "202" || *c == "429"),
+        "{codes:?}"
+    );
+    let mut ids = Vec::new();
+    for n in 1..=300 {
+        let answer = std::fs::read_to_string(dir.path().join(format!("r{n}"))).unwrap();
+        let v: Value = serde_json::from_str(&answer).unwrap();
+        match v["jobId"].as_str() {
+            Some(id) => ids.push(id.to_string()),
+            None => assert_eq!(v["retryAfterMs"], 1000, "{v}"),
+        }
+    }
+    let refused = codes.iter().filter(|c| **c == "429").count();
+    assert_eq!(ids.len() + refused, 300);
+    assert!(refused > 0, "the queue of 200 should overflow");
+    assert!(ids.len() >= 200, "only {} accepted", ids.len());
+    let mut peak_rss = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for id in &ids {
+        loop {
+            let st = api(&s, "GET", &format!("/v1/jobs/{id}"), None).json();
+            peak_rss = peak_rss.max(rss_kib(pid));
+            if st["state"] == "done" {
+                break;
+            }
+            assert!(
+                !st["state"].as_str().unwrap().is_empty()
+                    && st["state"] != "error"
+                    && st["state"] != "killed",
+                "{st}"
+            );
+            assert!(Instant::now() < deadline, "job {id} stuck: {st}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = api(&s, "GET", &format!("/v1/jobs/{id}/output"), None).json();
+        assert_eq!(out["exitCode"], 0, "{out}");
+        assert!(out["stdout"].as_str().unwrap().starts_with("job "), "{out}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let fds_after = open_fds(pid);
+    assert!(
+        fds_after <= fds_before + 8,
+        "fds {fds_before} before, {fds_after} after"
+    );
+    let cgroups = sandbox_cgroups(pid);
+    assert!(cgroups <= 6, "{cgroups} sandbox cgroups left (pool of 4)");
+    assert!(peak_rss < 256 * 1024, "server RSS peaked at {peak_rss} KiB");
+}
