@@ -170,6 +170,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    crate::openapi::json(),
+                )
+            }),
+        )
         .merge(v1)
         .layer(axum::extract::DefaultBodyLimit::max(
             state.cfg.max_body_bytes,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod job;
 pub mod manager;
 pub mod metrics;
+pub mod openapi;
 pub mod realtime;
 pub mod server;
 pub mod store;

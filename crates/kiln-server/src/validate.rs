@@ -9,7 +9,7 @@ use crate::config::ServerConfig;
 use kiln_lang::SourceFile;
 
 /// One problem with a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Detail {
     /// The field, dotted (`files.0.name`).
     pub path: String,

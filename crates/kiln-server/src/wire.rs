@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A job's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting for a slot, or for its start.
@@ -56,7 +56,7 @@ impl JobState {
 }
 
 /// `GET /v1/languages` items.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LanguageInfo {
     /// Name.
     pub language: String,
@@ -69,7 +69,7 @@ pub struct LanguageInfo {
 }
 
 /// `POST /v1/execute` 202 body.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecuteResponse {
     /// The job id.
@@ -77,11 +77,12 @@ pub struct ExecuteResponse {
     /// `private-run-<jobId>`.
     pub channel: String,
     /// Always `queued`.
+    #[schema(value_type = String, example = "queued")]
     pub status: &'static str,
 }
 
 /// `GET /v1/jobs/{id}` body.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
     /// The job id.
@@ -99,7 +100,7 @@ pub struct JobStatus {
 }
 
 /// The `result` event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultEvent {
     /// Exit code, or null when a signal ended it.
@@ -117,7 +118,7 @@ pub struct ResultEvent {
 }
 
 /// The compile stage in a RunResult.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompileResultWire {
     /// The compiler's exit code.
@@ -135,7 +136,7 @@ pub struct CompileResultWire {
 }
 
 /// `GET /v1/jobs/{id}/output` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunResultWire {
     /// See [`ResultEvent`].
@@ -149,13 +150,14 @@ pub struct RunResultWire {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compile: Option<CompileResultWire>,
     /// Files the run produced (none: Kiln keeps no artifact store).
+    #[schema(value_type = Vec<Object>)]
     pub artifacts: Vec<serde_json::Value>,
     /// Whether artifacts were cut.
     pub artifacts_truncated: bool,
 }
 
 /// Kiln's `usage` event, just before `result`: the facts the contract has no room for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageEvent {
     /// The verdict.
@@ -175,7 +177,7 @@ pub struct UsageEvent {
 }
 
 /// One stage's facts in [`UsageEvent`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageUsage {
     /// The verdict.
