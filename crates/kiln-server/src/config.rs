@@ -76,6 +76,9 @@ pub struct PusherConfig {
     pub app_key: String,
     /// App secret (signs channel auth). Empty: generated at start.
     pub app_secret: String,
+    /// Also publish every event to this external Pusher-compatible server (`http://host:port`),
+    /// through its signed HTTP events API with the same app id, key and secret.
+    pub external_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +124,7 @@ impl Default for PusherConfig {
             app_id: "kiln".into(),
             app_key: "kiln-key".into(),
             app_secret: String::new(),
+            external_url: None,
         }
     }
 }

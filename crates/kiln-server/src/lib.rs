@@ -5,6 +5,7 @@
 pub mod api;
 pub mod bus;
 pub mod config;
+pub mod forward;
 pub mod job;
 pub mod manager;
 pub mod metrics;

@@ -137,6 +137,23 @@ pub async fn serve(
         },
         bus.clone(),
     );
+    let forwarder = match &cfg.pusher.external_url {
+        Some(url) => {
+            let authority = crate::forward::parse_url(url).map_err(|e| ServeError::Io {
+                path: url.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            let rc = RealtimeConfig {
+                app_id: cfg.pusher.app_id.clone(),
+                app_key: cfg.pusher.app_key.clone(),
+                app_secret: cfg.pusher.app_secret.clone(),
+                activity_timeout_secs: 120,
+                max_message_bytes: 10 * 1024,
+            };
+            Some(crate::forward::start(&bus, authority, rc))
+        }
+        None => None,
+    };
     let cfg = Arc::new(cfg);
     let jobs = JobManager::start(cfg.clone(), engine, bus, store.clone());
     let state = AppState::new(cfg.clone(), jobs.clone(), catalog, realtime.clone());
@@ -167,6 +184,9 @@ pub async fn serve(
     tracing::info!("kiln serve: draining running jobs");
     jobs.drain().await;
     purger.abort();
+    if let Some(f) = forwarder {
+        f.abort();
+    }
     result.map_err(|e| ServeError::Io {
         path: addr.to_string(),
         source: e,

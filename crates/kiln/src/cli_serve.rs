@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// The Pusher app key clients connect with [default: kiln-key]
     #[arg(long, env = "KILN_PUSHER_APP_KEY")]
     pusher_app_key: Option<String>,
+    /// Also publish events to this external Pusher-compatible server (http://host:port)
+    #[arg(long, env = "KILN_PUSHER_EXTERNAL_URL")]
+    pusher_external_url: Option<String>,
     /// The Pusher app secret [default: generated, kept in the data dir]
     #[arg(long, env = "KILN_PUSHER_APP_SECRET", hide_env_values = true)]
     pusher_app_secret: Option<String>,
@@ -70,6 +73,9 @@ fn load(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     );
     if let Some(key) = args.pusher_app_key {
         cfg.pusher.app_key = key;
+    }
+    if let Some(url) = args.pusher_external_url {
+        cfg.pusher.external_url = Some(url);
     }
     if let Some(secret) = args.pusher_app_secret {
         cfg.pusher.app_secret = secret;

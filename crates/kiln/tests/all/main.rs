@@ -2,6 +2,7 @@
 //! accounting and cleanup, all against real sandboxes.
 
 mod cli;
+mod clients;
 mod common;
 mod escape;
 mod languages;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::common::kiln_bin;
 use crate::require_isolation;
 
-const TOKEN: &str = "test-token-123";
+pub const TOKEN: &str = "test-token-123";
 
 /// A `kiln serve` child on a free port, stopped on drop.
 pub struct Server {
