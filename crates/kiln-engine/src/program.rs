@@ -37,8 +37,13 @@ pub struct CompileResult {
     /// How the compiler ended.
     #[serde(flatten)]
     pub result: RunResult,
-    /// What it printed (stdout and stderr), up to [`COMPILE_OUTPUT_KEPT`] bytes.
+    /// What it printed (stdout and stderr, interleaved as written), up to
+    /// [`COMPILE_OUTPUT_KEPT`] bytes.
     pub output: String,
+    /// Its stdout alone.
+    pub stdout: String,
+    /// Its stderr alone (where compilers put their diagnostics).
+    pub stderr: String,
 }
 
 /// A program's result: one verdict, and each stage's facts.
@@ -124,12 +129,19 @@ async fn run_in(
             spec.env = merge_env(&stage.env);
             let mut capture = CompileSink {
                 inner: &mut *sink,
-                kept: Vec::new(),
+                kept: [Vec::new(), Vec::new(), Vec::new()],
             };
             let result = runner::run(sandbox, spec, &mut capture, None).await;
-            let output = String::from_utf8_lossy(&capture.kept).into_owned();
+            let [output, stdout, stderr] = capture
+                .kept
+                .map(|k| String::from_utf8_lossy(&k).into_owned());
             let failed = result.status != Status::Ok;
-            let compile = CompileResult { result, output };
+            let compile = CompileResult {
+                result,
+                output,
+                stdout,
+                stderr,
+            };
             if failed {
                 return Ok(ProgramResult {
                     status: Status::CompileError,
@@ -174,10 +186,11 @@ fn merge_env(extra: &[String]) -> Vec<String> {
     env
 }
 
-/// Streams a compiler's output as [`Stream::Compile`] and keeps the start of it.
+/// Streams a compiler's output as [`Stream::Compile`] and keeps the start of it: both streams
+/// interleaved, then each alone.
 struct CompileSink<'a> {
     inner: &'a mut dyn OutputSink,
-    kept: Vec<u8>,
+    kept: [Vec<u8>; 3],
 }
 
 impl OutputSink for CompileSink<'_> {
@@ -185,9 +198,12 @@ impl OutputSink for CompileSink<'_> {
         self.inner.stage(stage);
     }
 
-    fn output(&mut self, _stream: Stream, chunk: &[u8]) {
-        let room = COMPILE_OUTPUT_KEPT.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    fn output(&mut self, stream: Stream, chunk: &[u8]) {
+        let own = if stream == Stream::Stderr { 2 } else { 1 };
+        for i in [0, own] {
+            let room = COMPILE_OUTPUT_KEPT.saturating_sub(self.kept[i].len());
+            self.kept[i].extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
         self.inner.output(Stream::Compile, chunk);
     }
 }

@@ -121,7 +121,8 @@ impl Default for MaxLimits {
 impl Default for PusherConfig {
     fn default() -> Self {
         Self {
-            app_id: "kiln".into(),
+            // Numeric, as Pusher's server SDKs insist.
+            app_id: "1".into(),
             app_key: "kiln-key".into(),
             app_secret: String::new(),
             external_url: None,

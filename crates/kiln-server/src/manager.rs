@@ -349,8 +349,8 @@ impl JobManager {
                 compile: compile.map(|c| CompileResultWire {
                     exit_code: c.result.exit_code,
                     signal: c.result.signal.clone(),
-                    stdout: c.output.clone(),
-                    stderr: String::new(),
+                    stdout: c.stdout.clone(),
+                    stderr: c.stderr.clone(),
                     output: c.output.clone(),
                     duration_ms: c.result.wall_ms,
                 }),

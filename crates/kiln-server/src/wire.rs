@@ -125,11 +125,11 @@ pub struct CompileResultWire {
     pub exit_code: Option<i32>,
     /// Signal name.
     pub signal: Option<String>,
-    /// The compiler's output (stdout and stderr are not told apart).
+    /// The compiler's stdout.
     pub stdout: String,
-    /// Empty: see `output`.
+    /// The compiler's stderr (its diagnostics).
     pub stderr: String,
-    /// The compiler's output.
+    /// Both, interleaved as written.
     pub output: String,
     /// Duration, ms.
     pub duration_ms: u64,

@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// How long finished jobs are kept, in seconds [default: 3600]
     #[arg(long, env = "KILN_RESULT_TTL_SECS")]
     result_ttl_secs: Option<u64>,
+    /// The Pusher app id of the HTTP events API [default: 1]
+    #[arg(long, env = "KILN_PUSHER_APP_ID")]
+    pusher_app_id: Option<String>,
     /// The Pusher app key clients connect with [default: kiln-key]
     #[arg(long, env = "KILN_PUSHER_APP_KEY")]
     pusher_app_key: Option<String>,
@@ -71,6 +74,9 @@ fn load(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         warmup_ms,
         result_ttl_secs
     );
+    if let Some(id) = args.pusher_app_id {
+        cfg.pusher.app_id = id;
+    }
     if let Some(key) = args.pusher_app_key {
         cfg.pusher.app_key = key;
     }

@@ -15,7 +15,12 @@ use crate::server::{Server, TOKEN};
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients")
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = crate_dir
+        .ancestors()
+        .nth(2)
+        .expect("crates/kiln is two levels down");
+    root.join("tests/clients")
 }
 
 /// The interpreter `scripts/setup` installs pysher and pusher into.
@@ -50,7 +55,12 @@ fn missing(runtime: Runtime) -> Option<String> {
             ];
             packages
                 .iter()
-                .find(|p| !dir.join("node_modules").join(p).join("package.json").exists())
+                .find(|p| {
+                    !dir.join("node_modules")
+                        .join(p)
+                        .join("package.json")
+                        .exists()
+                })
                 .map(|p| format!("{p} is not installed in tests/clients (run scripts/setup)"))
         }
         Runtime::Python => (!runs(Command::new(python()).args(["-c", "import pysher, pusher"])))
