@@ -1,14 +1,19 @@
 //! kiln-bench: Kiln side by side with a bare fork+exec, bwrap and unshare(1) — latency of one run,
 //! throughput at several concurrencies, and host memory per idle sandbox — in one run, with medians,
 //! ratios and the targets they are held to — and each language's hello world through `run_program`
-//! next to the same compile and run command lines on the bare host.
+//! next to the same compile and run command lines on the bare host — and `kiln serve` end to end
+//! on loopback next to bare python and the engine alone.
 
 mod baseline;
+mod client;
+mod http;
+mod http_throughput;
 mod kiln;
 mod languages;
 mod latency;
 mod memory;
 mod report;
+mod serve;
 mod stats;
 mod throughput;
 
@@ -25,7 +30,8 @@ struct Args {
     /// Latency iterations; each runs every case once [default: 200, --quick: 20].
     #[arg(long)]
     iterations: Option<usize>,
-    /// Throughput: runs per variant and concurrency level [default: 200, --quick: 40].
+    /// Throughput: runs per variant and concurrency level; also the http section's runs per side
+    /// [default: 200, --quick: 40].
     #[arg(long)]
     runs: Option<usize>,
     /// Throughput: concurrency levels.
@@ -57,6 +63,11 @@ struct Args {
     /// Languages: the ones to run, by name or alias [default: every available one].
     #[arg(long, value_delimiter = ',')]
     languages: Vec<String>,
+    /// Http: iterations of the latency loop; each runs POST /v1/run, the execute → start →
+    /// result flow, run_program in the bench's engine and bare python once [default: 100,
+    /// --quick: 10].
+    #[arg(long)]
+    http_iterations: Option<usize>,
     /// Run only these sections [default: all].
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Section>,
@@ -71,6 +82,7 @@ enum Section {
     Latency,
     Throughput,
     Languages,
+    Http,
 }
 
 #[tokio::main]
@@ -90,6 +102,7 @@ async fn main() -> Result<()> {
     let throughput_rounds = pick(args.throughput_rounds, 2, 1);
     let memory_rounds = pick(args.memory_rounds, 5, 1).max(1);
     let lang_iterations = pick(args.lang_iterations, 10, 3).max(1);
+    let http_iterations = pick(args.http_iterations, 100, 10).max(1);
     let run = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let kiln_exe = match args.kiln {
         Some(p) => p,
@@ -108,7 +121,8 @@ async fn main() -> Result<()> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
         "kiln-bench: kiln {}, {cpus} CPUs, Linux {}, pool {}, {iterations} latency iterations, \
-         {runs} throughput runs per level, {lang_iterations} language iterations",
+         {runs} throughput runs per level, {lang_iterations} language iterations, \
+         {http_iterations} http iterations",
         kiln_exe.display(),
         kernel.trim(),
         args.pool_size
@@ -151,6 +165,11 @@ async fn main() -> Result<()> {
         true => Some(languages::measure(&mut kiln, &picked, lang_iterations).await?),
         false => None,
     };
+    // `kiln serve` lives only in this section, so its pool is no idle load on the others.
+    let http = match run(Section::Http) {
+        true => Some(http::measure(&mut kiln, &kiln_exe, http_iterations, runs).await?),
+        false => None,
+    };
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
 
     let results = report::Results {
@@ -166,6 +185,7 @@ async fn main() -> Result<()> {
             "memory_rounds": memory_rounds,
             "lang_iterations": lang_iterations,
             "lang_bare_dir": languages::scratch_base(),
+            "http_iterations": http_iterations,
             "bwrap": tools.bwrap,
             "unshare": tools.unshare,
         }),
@@ -173,6 +193,7 @@ async fn main() -> Result<()> {
         throughput,
         memory,
         languages,
+        http,
         runs_per_level: runs,
         lang_iterations,
     };

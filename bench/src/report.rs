@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use crate::http::{self, Http};
 use crate::languages::LangResult;
 use crate::latency::{Case, Latency};
 use crate::memory::Memory;
@@ -16,6 +17,7 @@ pub struct Results {
     pub throughput: Option<Vec<Point>>,
     pub memory: Option<Memory>,
     pub languages: Option<Vec<LangResult>>,
+    pub http: Option<Http>,
     pub runs_per_level: usize,
     pub lang_iterations: usize,
 }
@@ -133,6 +135,30 @@ fn language_target(r: &LangResult) -> Target {
     }
 }
 
+/// `/v1/run` and the flow vs bare python, and engine vs server throughput.
+fn http_targets(h: &Http) -> [Target; 3] {
+    [
+        Target {
+            name: "kiln serve POST /v1/run python vs bare (p50)".into(),
+            value: h.run_ratio(),
+            limit: http::TARGET_RUN,
+            unit: "x",
+        },
+        Target {
+            name: "kiln serve execute->start->result vs bare (p50)".into(),
+            value: h.flow_ratio(),
+            limit: http::TARGET_FLOW,
+            unit: "x",
+        },
+        Target {
+            name: format!("engine vs kiln serve runs/s at c={}", http::CONCURRENCY),
+            value: h.throughput_ratio(),
+            limit: http::TARGET_THROUGHPUT,
+            unit: "x",
+        },
+    ]
+}
+
 impl Results {
     fn targets(&self) -> Vec<Target> {
         let mut t = Vec::new();
@@ -144,6 +170,9 @@ impl Results {
         }
         if let Some(langs) = &self.languages {
             t.extend(langs.iter().map(language_target));
+        }
+        if let Some(h) = &self.http {
+            t.extend(http_targets(h));
         }
         t
     }
@@ -161,6 +190,9 @@ impl Results {
         }
         if let Some(langs) = &self.languages {
             print_languages(langs, self.lang_iterations);
+        }
+        if let Some(h) = &self.http {
+            print_http(h);
         }
         println!();
         println!("TARGETS");
@@ -208,6 +240,9 @@ impl Results {
         }
         if let Some(langs) = &self.languages {
             doc["languages"] = langs.iter().map(LangResult::to_json).collect();
+        }
+        if let Some(h) = &self.http {
+            doc["http"] = h.to_json();
         }
         doc["targets"] = self
             .targets()
@@ -452,5 +487,95 @@ fn print_languages(langs: &[LangResult], iterations: usize) {
         if let Some(why) = &r.failed {
             println!("  {} FAILED: {why}", r.name);
         }
+    }
+}
+
+fn print_http(h: &Http) {
+    let t = http_targets(h);
+    println!();
+    println!(
+        "{:<44} {:>5} {:>10} {:>10} {:>10}   vs bare p50",
+        format!("HTTP (kiln serve on loopback, python hello)"),
+        "n",
+        "p50",
+        "p90",
+        "p99"
+    );
+    let rows = [
+        ("python3 -c print('hello'), bare", &h.bare, None),
+        ("engine run_program (no server)", &h.engine, None),
+        ("POST /v1/run", &h.run, Some(&t[0])),
+        ("execute -> events -> start -> result", &h.flow, Some(&t[1])),
+    ];
+    for (label, s, target) in rows {
+        let note = target.map_or(String::new(), |t| {
+            format!("{} {}", num(t.value, "x"), t.short())
+        });
+        let failed = if s.failures > 0 {
+            format!("  [{} FAILED]", s.failures)
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "{label:<44} {:>5} {:>10} {:>10} {:>10}   {note}{failed}",
+            s.len(),
+            ms(s.median_ms()),
+            ms(s.p90_ms()),
+            ms(s.percentile_ms(99.0))
+        );
+        println!("{}", line.trim_end());
+    }
+    println!(
+        "  engine run_program vs bare {}; POST /v1/run vs engine run_program {} (p50s)",
+        num(h.engine.median_ms() / h.bare.median_ms(), "x"),
+        num(h.run.median_ms() / h.engine.median_ms(), "x")
+    );
+    println!(
+        "  python's run stage, spawn to exit in the sandbox (medians, whole ms): engine {}, \
+         /v1/run {}, flow {}",
+        ms(h.engine_stage.median_ms()),
+        ms(h.run_stage.median_ms()),
+        ms(h.flow_stage.median_ms())
+    );
+    println!(
+        "  flow split (medians): execute {}, events headers {}, start sent -> result {}",
+        ms(h.flow_execute.median_ms()),
+        ms(h.flow_subscribe.median_ms() - h.flow_execute.median_ms()),
+        ms(h.flow_result.median_ms())
+    );
+    let rate = |r: &http::Rate| {
+        let failed = if r.failures > 0 {
+            format!("  [{} FAILED]", r.failures)
+        } else {
+            String::new()
+        };
+        format!(
+            "{:>7.1}/s  (not waiting for the refill: {:.1}/s){failed}",
+            r.per_sec(),
+            r.runs_only_per_sec()
+        )
+    };
+    println!(
+        "  throughput, c={}, {} runs each (pool {}, capacity {}):",
+        http::CONCURRENCY,
+        h.runs,
+        h.pool_size,
+        http::CONCURRENCY
+    );
+    println!("    kiln serve POST /v1/run   {}", rate(&h.http_rate));
+    println!("    engine run_program        {}", rate(&h.engine_rate));
+    println!(
+        "    engine / http             {} {}",
+        num(t[2].value, "x"),
+        t[2].short()
+    );
+    println!(
+        "  TCP connections opened: {} (with keep-alive: 3 for the latency loop, {} per throughput \
+         round)",
+        h.connections,
+        http::CONCURRENCY
+    );
+    if !h.pool_observable {
+        println!("  (no kiln_pool_ready in /metrics: quiet judged by a stable sandbox count)");
     }
 }

@@ -54,6 +54,8 @@ pub struct Pool {
     size: usize,
     wanted: Arc<Notify>,
     filled: Notify,
+    /// Sandboxes being built: with the ready ones they must not exceed the size.
+    building: std::sync::atomic::AtomicUsize,
 }
 
 impl Pool {
@@ -63,6 +65,7 @@ impl Pool {
             size,
             wanted: Arc::new(Notify::new()),
             filled: Notify::new(),
+            building: std::sync::atomic::AtomicUsize::new(0),
         });
         for _ in 0..REFILL_WORKERS.min(size) {
             let pool = Arc::downgrade(&pool);
@@ -76,7 +79,7 @@ impl Pool {
                     let wanted = wanted_notify.notified();
                     tokio::pin!(wanted);
                     wanted.as_mut().enable();
-                    if p.ready() >= p.size {
+                    if !p.reserve_build() {
                         drop(p);
                         wanted.await;
                         continue;
@@ -95,13 +98,18 @@ impl Pool {
                     match made {
                         Ok(Ok(handle)) => {
                             p.ready.lock().expect("pool lock").push_back(handle);
+                            p.building.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                             p.filled.notify_waiters();
                         }
                         Ok(Err(e)) => {
+                            p.building.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                             tracing::warn!(error = %e, "pool could not create a sandbox");
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
-                        Err(e) => tracing::error!(error = %e, "pool refill task failed"),
+                        Err(e) => {
+                            p.building.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                            tracing::error!(error = %e, "pool refill task failed");
+                        }
                     }
                 }
             });
@@ -118,6 +126,18 @@ impl Pool {
             wanted.notify_waiters();
         });
         got
+    }
+
+    /// Claims the building of one more sandbox, unless ready and building ones fill the pool.
+    fn reserve_build(&self) -> bool {
+        let ready = self.ready.lock().expect("pool lock");
+        let building = self.building.load(std::sync::atomic::Ordering::SeqCst);
+        if ready.len() + building >= self.size {
+            return false;
+        }
+        self.building
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        true
     }
 
     /// How many are ready.
