@@ -453,21 +453,41 @@ fn capacity_and_stdin_caps_answer_429() {
 fn a_restarted_server_leaves_no_job_running() {
     require_isolation!();
     let data = tempfile::tempdir().unwrap();
-    let mut s = Server::start_in(data.path(), &[]);
-    let r = api(
-        &s,
-        "POST",
-        "/v1/execute",
-        Some(
-            json!({"language": "python", "autoStart": true, "files": [{"name": "main.py", "content": "import time\ntime.sleep(30)"}]}),
-        ),
-    );
-    let id = r.json()["jobId"].as_str().unwrap().to_string();
-    wait_state(&s, &id, &["running"]);
+    let mut s = Server::start_in(data.path(), &["--capacity", "2"]);
+    let submit = |auto: bool| {
+        let r = api(
+            &s,
+            "POST",
+            "/v1/execute",
+            Some(
+                json!({"language": "python", "autoStart": auto, "collectOutput": true,
+                        "files": [{"name": "main.py", "content": "import time\ntime.sleep(30)"}]}),
+            ),
+        );
+        r.json()["jobId"].as_str().unwrap().to_string()
+    };
+    // Two running, one waiting for its start in the queue, one finished.
+    let running: Vec<String> = (0..2).map(|_| submit(true)).collect();
+    for id in &running {
+        wait_state(&s, id, &["running"]);
+    }
+    let queued = submit(false);
+    let before = api(&s, "GET", &format!("/v1/jobs/{queued}"), None).json();
+    assert_eq!(before["state"], "queued");
     s.kill_hard();
     let s = Server::start_in(data.path(), &[]);
-    let st = api(&s, "GET", &format!("/v1/jobs/{id}"), None).json();
-    assert_eq!(st["state"], "error", "{st}");
+    for id in running.iter().chain([&queued]) {
+        let st = api(&s, "GET", &format!("/v1/jobs/{id}"), None).json();
+        assert_eq!(st["state"], "error", "{st}");
+    }
+    // And the restarted server works.
+    let done = api(
+        &s,
+        "POST",
+        "/v1/run",
+        Some(json!({"language": "python", "files": [{"name": "main.py", "content": "print(2)"}]})),
+    );
+    assert_eq!(done.json()["stdout"], "2\n");
 }
 
 fn open_fds(pid: u32) -> usize {
