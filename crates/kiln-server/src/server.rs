@@ -94,6 +94,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(io(&cfg.data_dir))?;
+    // Job outputs, tokens and the Pusher secret live here: the service's user only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(&cfg.data_dir))?;
+    }
     let mut new_token = None;
     if cfg.tokens.is_empty() {
         let path = cfg.data_dir.join("token");
