@@ -389,23 +389,7 @@ fn capacity_and_stdin_caps_answer_429() {
     );
     // Stdin: more than 30 frames in a second, sent by one curl in parallel.
     let url = format!("{}/v1/jobs/{id}/stdin", s.base);
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-Z",
-            "--parallel-max",
-            "50",
-            "-X",
-            "POST",
-            "-w",
-            "%{http_code}\n",
-        ])
-        .args([
-            "-H",
-            &format!("Authorization: Bearer {TOKEN}"),
-            "-H",
-            "Content-Type: application/json",
-        ])
+    let out = parallel_posts(50)
         .args(["-d", r#"{"chunk":"x"}"#])
         .args(std::iter::repeat_n(url.as_str(), 45))
         .output()
@@ -490,6 +474,16 @@ fn a_restarted_server_leaves_no_job_running() {
     assert_eq!(done.json()["stdout"], "2\n");
 }
 
+/// One curl making up to `max` authenticated JSON POSTs at once, printing each status on a line.
+fn parallel_posts(max: usize) -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-Z", "--parallel-max", &max.to_string(), "-X", "POST"])
+        .args(["-w", "%{http_code}\n"])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["-H", "Content-Type: application/json"]);
+    cmd
+}
+
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -556,24 +550,8 @@ fn three_hundred_concurrent_executes_against_a_capacity_of_eight() {
     .unwrap();
     // One curl, 300 transfers at once, each answer in its own file.
     let url = format!("{}/v1/execute?n=[1-300]", s.base);
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "-Z",
-            "--parallel-max",
-            "300",
-            "--parallel-immediate",
-            "-X",
-            "POST",
-            "-w",
-            "%{http_code}\n",
-        ])
-        .args([
-            "-H",
-            &format!("Authorization: Bearer {TOKEN}"),
-            "-H",
-            "Content-Type: application/json",
-        ])
+    let out = parallel_posts(300)
+        .arg("--parallel-immediate")
         .arg("--data-binary")
         .arg(format!("@{}", body.display()))
         .arg("-o")
