@@ -214,9 +214,13 @@ impl Engine {
                     handle
                         .set_nice(0)
                         .map_err(io_err("reset the warden's priority"))?;
-                    if let Some(cg) = handle.cgroup() {
-                        cg.set_limits(&limits.cgroup())
-                            .map_err(|e| EngineError::Sandbox(e.into()))?;
+                    // A pooled sandbox already has the pool's limits; most runs ask for those.
+                    let wanted = limits.cgroup();
+                    if wanted != self.pool_limits.cgroup() {
+                        if let Some(cg) = handle.cgroup() {
+                            cg.set_limits(&wanted)
+                                .map_err(|e| EngineError::Sandbox(e.into()))?;
+                        }
                     }
                     return Sandbox::from_handle(handle);
                 }

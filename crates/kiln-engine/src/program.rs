@@ -154,7 +154,10 @@ async fn run_in(
     };
 
     sink.stage(Phase::Running);
-    sandbox.set_limits(&program.limits)?;
+    if compile.is_some() {
+        // Back from the compile stage's limits, with a fresh peak.
+        sandbox.set_limits(&program.limits)?;
+    }
     let mut spec = RunSpec::new(recipe.run.argv.clone(), program.limits.clone());
     spec.env = merge_env(&recipe.run.env);
     spec.stdin = program.stdin;

@@ -89,7 +89,7 @@ pub enum CgroupVersion {
 }
 
 /// Limits for one sandbox. `None` leaves the value inherited from Kiln's parent group.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CgroupLimits {
     /// Memory limit in bytes, swap included (the same value goes to `memory.memsw.limit_in_bytes`
     /// on v1 and `memory.swap.max` is 0 on v2), so a sandbox can never page out to escape it.
@@ -103,7 +103,7 @@ pub struct CgroupLimits {
 }
 
 /// CFS bandwidth: the group may use `quota_us` of CPU time per `period_us` of wall time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuQuota {
     /// CPU time allowed per period, in microseconds.
     pub quota_us: u64,
