@@ -118,30 +118,32 @@ impl Conn {
         path: &str,
         json: Option<Bytes>,
     ) -> Result<(StatusCode, Value)> {
-        let resp = self.send(method, path, json).await?;
-        let status = resp.status();
-        let body = match resp.into_body().collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                self.reset();
-                return Err(e).with_context(|| format!("read the body of {path}"));
-            }
-        };
+        let (status, body) = self.whole(method, path, json).await?;
         Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 
     /// `GET path` as plain text (for `/metrics`).
     pub async fn text(&mut self, path: &str) -> Result<(StatusCode, String)> {
-        let resp = self.send(Method::GET, path, None).await?;
+        let (status, body) = self.whole(Method::GET, path, None).await?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// A request and its whole body; a body that breaks off drops the connection.
+    async fn whole(
+        &mut self,
+        method: Method,
+        path: &str,
+        json: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes)> {
+        let resp = self.send(method, path, json).await?;
         let status = resp.status();
-        let body = match resp.into_body().collect().await {
-            Ok(b) => b.to_bytes(),
+        match resp.into_body().collect().await {
+            Ok(b) => Ok((status, b.to_bytes())),
             Err(e) => {
                 self.reset();
-                return Err(e).with_context(|| format!("read the body of {path}"));
+                Err(e).with_context(|| format!("read the body of {path}"))
             }
-        };
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        }
     }
 }
 

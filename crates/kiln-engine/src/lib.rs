@@ -16,7 +16,7 @@ pub mod verdict;
 
 pub use engine::{Engine, EngineConfig, EngineError, Sandbox};
 pub use limits::{Limits, Network};
-pub use process::{Process, Stdio};
+pub use process::Process;
 pub use program::{run_program, Program, ProgramResult};
 pub use runner::{OutputSink, Phase, RunSpec, StdinSource, Stream};
 pub use verdict::{RunResult, Status};

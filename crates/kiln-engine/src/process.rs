@@ -10,15 +10,6 @@ use tokio::sync::oneshot;
 use crate::control::{Answer, Control};
 use crate::engine::EngineError;
 
-/// What a process's stdio is connected to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stdio {
-    /// A pipe the engine reads or writes.
-    Piped,
-    /// `/dev/null`-like: stdin at EOF, output discarded by the engine.
-    Null,
-}
-
 /// A process in a sandbox.
 #[derive(Debug)]
 pub struct Process {

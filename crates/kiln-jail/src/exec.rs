@@ -40,22 +40,21 @@ pub enum ExecStep {
 impl ExecStep {
     /// Decodes a step number from the error pipe.
     pub fn from_u32(v: u32) -> Option<Self> {
-        use ExecStep::*;
-        [
-            Signals,
-            Session,
-            Stdio,
-            CloseFds,
-            Chdir,
-            Rlimits,
-            Capabilities,
-            Identity,
-            NoNewPrivs,
-            Exec,
-        ]
-        .into_iter()
-        .find(|s| *s as u32 == v)
+        Self::ALL.into_iter().find(|s| *s as u32 == v)
     }
+
+    const ALL: [ExecStep; 10] = [
+        ExecStep::Signals,
+        ExecStep::Session,
+        ExecStep::Stdio,
+        ExecStep::CloseFds,
+        ExecStep::Chdir,
+        ExecStep::Rlimits,
+        ExecStep::Capabilities,
+        ExecStep::Identity,
+        ExecStep::NoNewPrivs,
+        ExecStep::Exec,
+    ];
 
     /// A short name for reports.
     pub fn name(self) -> &'static str {
@@ -169,10 +168,8 @@ impl ExecPlan {
 
     /// Runs in the forked child: sets everything up and execs. Never returns. Async-signal-safe.
     pub fn exec_child(&self, stdio: [RawFd; 3], err_pipe: RawFd) -> ! {
-        let err = match self.setup_and_exec(stdio) {
-            Err((step, errno)) => (step, errno),
-        };
-        report_and_exit(err_pipe, err.0, err.1)
+        let Err((step, errno)) = self.setup_and_exec(stdio);
+        report_and_exit(err_pipe, step, errno)
     }
 
     fn setup_and_exec(

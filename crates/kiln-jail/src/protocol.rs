@@ -6,7 +6,7 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use rustix::net::{
@@ -237,11 +237,6 @@ pub fn socketpair() -> std::io::Result<(OwnedFd, OwnedFd)> {
         None,
     )?;
     Ok((a, b))
-}
-
-/// Borrows a slice of owned fds.
-pub fn borrow_all(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
-    fds.iter().map(AsFd::as_fd).collect()
 }
 
 /// Writes all of `buf`, retrying interrupted writes.

@@ -229,20 +229,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn languages(State(state): State<AppState>) -> Json<Vec<LanguageInfo>> {
-    let catalog = state.catalog.clone();
-    let list = tokio::task::spawn_blocking(move || {
-        catalog
-            .available()
-            .map(|d| LanguageInfo {
-                language: d.language.name.clone(),
-                version: d.version.clone().unwrap_or_default(),
-                aliases: d.language.aliases.clone(),
-                interactive: d.language.interactive,
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    // Detection ran once when the server started; this only reads its results.
+    let list = state
+        .catalog
+        .available()
+        .map(|d| LanguageInfo {
+            language: d.language.name.clone(),
+            version: d.version.clone().unwrap_or_default(),
+            aliases: d.language.aliases.clone(),
+            interactive: d.language.interactive,
+        })
+        .collect();
     Json(list)
 }
 
@@ -382,13 +379,7 @@ async fn run_sync(
     let job = admit(&state, &caller, &body, true)?;
     job.wait_finished().await;
     let output = job.output();
-    let (events, _) = job.replay();
-    let usage = events
-        .iter()
-        .rev()
-        .find(|e| e.name == "usage")
-        .map(|e| e.data.clone())
-        .unwrap_or(Value::Null);
+    let usage = serde_json::to_value(job.usage()).unwrap_or(Value::Null);
     let mut value = serde_json::to_value(output).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
         map.insert("jobId".into(), job.id.clone().into());

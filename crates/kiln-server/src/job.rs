@@ -11,7 +11,7 @@ use kiln_lang::{Language, SourceFile};
 use tokio::sync::{broadcast, mpsc, Notify};
 
 use crate::bus::{Bus, Event};
-use crate::wire::{JobState, JobStatus, RunResultWire};
+use crate::wire::{JobState, JobStatus, RunResultWire, UsageEvent};
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
@@ -59,6 +59,7 @@ struct Inner {
     updated_at_ms: i64,
     log: Vec<Arc<Event>>,
     output: Option<RunResultWire>,
+    usage: Option<UsageEvent>,
     error: Option<String>,
 }
 
@@ -108,6 +109,7 @@ impl Job {
                 updated_at_ms: now_ms(),
                 log: Vec::new(),
                 output: None,
+                usage: None,
                 error: None,
             }),
             events,
@@ -194,6 +196,17 @@ impl Job {
     /// Keeps the final result for `GET /output`.
     pub fn set_output(&self, output: RunResultWire) {
         self.inner.lock().expect("job lock").output = Some(output);
+    }
+
+    /// Publishes Kiln's `usage` event and keeps it for `POST /v1/run`.
+    pub fn publish_usage(&self, usage: UsageEvent) {
+        self.publish("usage", serde_json::json!(usage));
+        self.inner.lock().expect("job lock").usage = Some(usage);
+    }
+
+    /// The `usage` event, once the job is over.
+    pub fn usage(&self) -> Option<UsageEvent> {
+        self.inner.lock().expect("job lock").usage.clone()
     }
 
     /// The final result, if collected.

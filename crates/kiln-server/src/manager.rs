@@ -243,7 +243,7 @@ impl JobManager {
             truncated: false,
             duration_ms: 0,
         };
-        job.publish("usage", json!(usage));
+        job.publish_usage(usage.clone());
         job.publish("result", json!(result));
         if job.spec.collect_output {
             job.set_output(RunResultWire {
@@ -358,7 +358,7 @@ impl JobManager {
                 artifacts_truncated: false,
             });
         }
-        job.publish("usage", json!(usage));
+        job.publish_usage(usage.clone());
         job.publish("result", json!(event));
         self.metrics.finished(
             match status {

@@ -149,18 +149,6 @@ impl Store {
         )
         .map_err(ctx("purge expired jobs"))
     }
-
-    /// How many jobs are in each state (for metrics).
-    pub fn count_by_state(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let conn = self.conn.lock().expect("store lock");
-        let mut stmt = conn
-            .prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-            .map_err(ctx("count jobs"))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(ctx("count jobs"))?;
-        rows.collect::<Result<_, _>>().map_err(ctx("count jobs"))
-    }
 }
 
 #[cfg(test)]
