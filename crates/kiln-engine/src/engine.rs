@@ -8,6 +8,7 @@ use std::sync::Arc;
 use kiln_jail::cgroup::SandboxCgroup;
 use kiln_jail::protocol::{Reply, Request, SpawnRequest, WardenConfig};
 use kiln_jail::sandbox::{Jail, JailConfig, SandboxError, SandboxHandle, SandboxSpec};
+use kiln_jail::uids::UidRange;
 
 use crate::control::{Answer, Control, WardenGone};
 use crate::limits::{Limits, Network};
@@ -16,6 +17,12 @@ use crate::process::Process;
 
 /// The uid and gid programs run as inside every sandbox.
 pub const SANDBOX_UID: u32 = 1000;
+
+/// The OOM score of every sandboxed program: the highest, so that when a sandbox runs out of
+/// memory the kernel kills one of its programs, never its warden (whose score stays the
+/// service's), and in a host-wide shortage sandboxed code goes before the host's own processes.
+/// Raising a score needs no privilege; lowering it below the service's does.
+pub const PROGRAM_OOM_SCORE_ADJ: i32 = 1000;
 
 /// Errors of the engine.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +72,10 @@ pub struct EngineConfig {
     pub warden_exe: PathBuf,
     /// Name of Kiln's cgroup under the service's own.
     pub cgroup_name: String,
-    /// First host uid sandboxes map onto.
-    pub uid_base: u32,
+    /// The host uids sandboxes map onto.
+    pub uids: UidRange,
+    /// Where the locks of the uid blocks live (shared by every Kiln process of the host).
+    pub uid_lock_dir: PathBuf,
     /// How many ready sandboxes the pool keeps (0: no pool).
     pub pool_size: usize,
     /// The limits pooled sandboxes are made with (tmpfs sizes and network must match a run's to use
@@ -80,7 +89,8 @@ impl EngineConfig {
         Self {
             warden_exe: warden_exe.into(),
             cgroup_name: "kiln".into(),
-            uid_base: 100_000,
+            uids: UidRange::default(),
+            uid_lock_dir: PathBuf::from(kiln_jail::uids::DEFAULT_LOCK_DIR),
             pool_size: 0,
             pool_limits: Limits::default(),
         }
@@ -119,6 +129,9 @@ impl Shared {
                 workspace_bytes: limits.workspace_bytes,
                 ro_binds: ro_binds.to_vec(),
                 network: limits.network != Network::None,
+                inotify: limits.inotify,
+                ptys_max: limits.ptys,
+                oom_score_adj: PROGRAM_OOM_SCORE_ADJ,
                 sandbox_uid: SANDBOX_UID,
                 sandbox_gid: SANDBOX_UID,
             },
@@ -142,7 +155,8 @@ impl Engine {
         let jail = Jail::new(&JailConfig {
             warden_exe: cfg.warden_exe.clone(),
             cgroup_name: cfg.cgroup_name.clone(),
-            uid_base: cfg.uid_base,
+            uids: cfg.uids,
+            uid_lock_dir: cfg.uid_lock_dir.clone(),
         })?;
         let shared = Arc::new(Shared {
             jail,
@@ -206,10 +220,7 @@ impl Engine {
     /// A fresh sandbox with `limits`: from the pool when one fits, otherwise created now.
     pub async fn sandbox(&self, limits: &Limits) -> Result<Sandbox, EngineError> {
         if let Some(pool) = &self.pool {
-            let fits = limits.tmp_bytes == self.pool_limits.tmp_bytes
-                && limits.workspace_bytes == self.pool_limits.workspace_bytes
-                && limits.network == self.pool_limits.network;
-            if fits {
+            if limits.same_shape(&self.pool_limits) {
                 if let Some(handle) = pool.take() {
                     handle
                         .set_nice(0)
@@ -331,6 +342,16 @@ impl Sandbox {
             .map_err(io_err("process stdio")),
             Answer::Reply(Reply::Failed { message, .. }) => Err(EngineError::Warden(message)),
             Answer::Reply(other) => Err(EngineError::Warden(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Kills every process in the sandbox but its warden, daemons included, and returns once they
+    /// are all gone.
+    pub async fn kill_processes(&self) -> Result<(), EngineError> {
+        match self.control.request(&Request::KillAll, &[]).await? {
+            Answer::Reply(Reply::KilledAll) => Ok(()),
+            Answer::Reply(Reply::Failed { message, .. }) => Err(EngineError::Warden(message)),
+            other => Err(EngineError::Warden(format!("unexpected answer {other:?}"))),
         }
     }
 

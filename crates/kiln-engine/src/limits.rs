@@ -45,7 +45,21 @@ pub struct Limits {
     pub workspace_bytes: u64,
     /// The network.
     pub network: Network,
+    /// Whether programs may use inotify (long-lived environments); refused by default.
+    #[serde(default)]
+    pub inotify: bool,
+    /// The most pseudo-terminals open at once in the sandbox.
+    #[serde(default = "default_ptys")]
+    pub ptys: u32,
 }
+
+fn default_ptys() -> u32 {
+    DEFAULT_PTYS
+}
+
+/// Pseudo-terminals per sandbox by default: enough for a shell and a few tools; the host's
+/// `kernel.pty.max` is shared by every sandbox.
+pub const DEFAULT_PTYS: u32 = 16;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -63,6 +77,8 @@ impl Default for Limits {
             tmp_bytes: 64 << 20,
             workspace_bytes: 64 << 20,
             network: Network::None,
+            inotify: false,
+            ptys: DEFAULT_PTYS,
         }
     }
 }
@@ -72,13 +88,32 @@ impl Default for Limits {
 pub const WARDEN_MEMORY_BYTES: u64 = 8 << 20;
 /// The warden is a process too.
 pub const WARDEN_PIDS: u64 = 1;
+/// The largest finite rlimit (`RLIM_INFINITY` is `u64::MAX`).
+const RLIMIT_FINITE_MAX: u64 = u64::MAX - 1;
+/// The most open files a process may be given: the kernel's default `fs.nr_open`, above which
+/// `setrlimit(RLIMIT_NOFILE)` fails.
+pub const OPEN_FILES_MAX: u64 = 1 << 20;
+/// Signals queued at once by the sandbox's user (`RLIMIT_SIGPENDING`, counted per user).
+pub const SIGPENDING: u64 = 4096;
 
 impl Limits {
+    /// Whether a sandbox made for `other` is built the same way as one for `self` (its mounts,
+    /// network and seccomp options), so a pooled one can serve.
+    pub fn same_shape(&self, other: &Limits) -> bool {
+        self.tmp_bytes == other.tmp_bytes
+            && self.workspace_bytes == other.workspace_bytes
+            && self.network == other.network
+            && self.inotify == other.inotify
+            && self.ptys == other.ptys
+    }
+
     /// The sandbox cgroup's limits for these run limits.
     pub fn cgroup(&self) -> CgroupLimits {
         CgroupLimits {
-            memory_bytes: self.memory_bytes.map(|m| m + WARDEN_MEMORY_BYTES),
-            pids_max: self.pids.map(|p| p + WARDEN_PIDS),
+            memory_bytes: self
+                .memory_bytes
+                .map(|m| m.saturating_add(WARDEN_MEMORY_BYTES)),
+            pids_max: self.pids.map(|p| p.saturating_add(WARDEN_PIDS)),
             cpu_quota: self.cpus.map(|c| CpuQuota {
                 quota_us: (c * 100_000.0).max(1000.0) as u64,
                 period_us: 100_000,
@@ -87,22 +122,71 @@ impl Limits {
         }
     }
 
-    /// The rlimits every process of the run gets.
+    /// The rlimits every process of the run gets. A limit too large for the kernel is cut to
+    /// the largest it takes, never turned into "unlimited" (`RLIM_INFINITY` is `u64::MAX`).
     pub fn rlimits(&self) -> Vec<Rlimit> {
-        let mut out = vec![Rlimit {
-            resource: libc::RLIMIT_CORE,
-            limit: 0,
-        }];
-        let mut push = |resource: libc::__rlimit_resource_t, v: Option<u64>| {
+        let mut out = vec![
+            Rlimit {
+                resource: libc::RLIMIT_CORE,
+                limit: 0,
+            },
+            // Queued signals are counted per user; the sandbox's user gets this many.
+            Rlimit {
+                resource: libc::RLIMIT_SIGPENDING,
+                limit: SIGPENDING,
+            },
+        ];
+        let mut push = |resource: libc::__rlimit_resource_t, v: Option<u64>, max: u64| {
             if let Some(limit) = v {
-                out.push(Rlimit { resource, limit });
+                out.push(Rlimit {
+                    resource,
+                    limit: limit.min(max),
+                });
             }
         };
-        push(libc::RLIMIT_FSIZE, self.file_size_bytes);
-        push(libc::RLIMIT_NOFILE, self.open_files);
-        push(libc::RLIMIT_STACK, self.stack_bytes);
+        push(libc::RLIMIT_FSIZE, self.file_size_bytes, RLIMIT_FINITE_MAX);
+        push(libc::RLIMIT_NOFILE, self.open_files, OPEN_FILES_MAX);
+        push(libc::RLIMIT_STACK, self.stack_bytes, RLIMIT_FINITE_MAX);
         // A backstop behind the engine's CPU clock: the kernel stops a run the engine lost track of.
-        push(libc::RLIMIT_CPU, self.cpu_time.map(|t| t.as_secs() + 2));
+        push(
+            libc::RLIMIT_CPU,
+            self.cpu_time.map(|t| t.as_secs().saturating_add(2)),
+            RLIMIT_FINITE_MAX,
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rlimit(limits: &Limits, resource: libc::__rlimit_resource_t) -> Option<u64> {
+        limits
+            .rlimits()
+            .into_iter()
+            .find(|r| r.resource == resource as u32)
+            .map(|r| r.limit)
+    }
+
+    #[test]
+    fn a_huge_limit_is_cut_never_unlimited() {
+        // Item 5 of the hardening pass: u64::MAX was RLIM_INFINITY, and 2^40 open files failed
+        // the spawn.
+        let limits = Limits {
+            file_size_bytes: Some(u64::MAX),
+            open_files: Some(1 << 40),
+            cpu_time: Some(Duration::from_secs(u64::MAX)),
+            memory_bytes: Some(u64::MAX),
+            pids: Some(u64::MAX),
+            ..Limits::default()
+        };
+        assert_eq!(rlimit(&limits, libc::RLIMIT_FSIZE), Some(u64::MAX - 1));
+        assert_eq!(rlimit(&limits, libc::RLIMIT_NOFILE), Some(OPEN_FILES_MAX));
+        assert_eq!(rlimit(&limits, libc::RLIMIT_CPU), Some(u64::MAX - 1));
+        assert_eq!(rlimit(&limits, libc::RLIMIT_SIGPENDING), Some(SIGPENDING));
+        let cg = limits.cgroup();
+        assert_eq!(cg.memory_bytes, Some(u64::MAX));
+        assert_eq!(cg.pids_max, Some(u64::MAX));
     }
 }

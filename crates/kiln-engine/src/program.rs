@@ -65,10 +65,19 @@ pub fn stage_limits(base: &Limits, stage: &StageLimits) -> Limits {
     Limits {
         wall_time: stage.wall_ms.map(ms).or(base.wall_time),
         cpu_time: stage.cpu_ms.map(ms).or(base.cpu_time),
-        memory_bytes: stage.memory_mb.map(|m| m << 20).or(base.memory_bytes),
+        memory_bytes: stage
+            .memory_mb
+            .map(|m| m.saturating_mul(1 << 20))
+            .or(base.memory_bytes),
         pids: stage.pids.or(base.pids),
-        output_bytes: stage.output_kb.map(|k| k << 10).or(base.output_bytes),
-        file_size_bytes: stage.file_size_kb.map(|k| k << 10).or(base.file_size_bytes),
+        output_bytes: stage
+            .output_kb
+            .map(|k| k.saturating_mul(1 << 10))
+            .or(base.output_bytes),
+        file_size_bytes: stage
+            .file_size_kb
+            .map(|k| k.saturating_mul(1 << 10))
+            .or(base.file_size_bytes),
         ..base.clone()
     }
 }
@@ -153,6 +162,12 @@ async fn run_in(
         }
     };
 
+    if compile.is_some() {
+        // Nothing the compile stage started (a build tool's daemon, an annotation processor's
+        // child) may run on into the program's stage, where its use would be charged to the
+        // program.
+        sandbox.kill_processes().await?;
+    }
     sink.stage(Phase::Running);
     if compile.is_some() {
         // Back from the compile stage's limits, with a fresh peak.
@@ -256,6 +271,15 @@ mod tests {
         assert_eq!(l.cpu_time, Some(Duration::from_millis(1500)));
         assert_eq!(l.wall_time, base.wall_time);
         assert_eq!(l.pids, base.pids);
+        // KiB and MiB that do not fit in bytes saturate (then the rlimits cut them).
+        let huge = StageLimits {
+            file_size_kb: Some(1 << 54),
+            memory_mb: Some(u64::MAX),
+            ..StageLimits::default()
+        };
+        let l = stage_limits(&base, &huge);
+        assert_eq!(l.file_size_bytes, Some(u64::MAX));
+        assert_eq!(l.memory_bytes, Some(u64::MAX));
     }
 
     #[test]

@@ -210,7 +210,8 @@ async fn run_inner(
     let mut output_open = true;
     let exit = loop {
         tokio::select! {
-            status = &mut exit_rx => break status.map_err(|_| EngineError::WardenGone)?,
+            // The warden gone (killed, or crashed) still ends the run with its facts and output.
+            status = &mut exit_rx => break status.ok(),
             chunk = out_rx.recv(), if output_open => match chunk {
                 Some((stream, data)) => {
                     last_activity = Instant::now();
@@ -281,25 +282,30 @@ async fn run_inner(
 
     let stats = cgroup.and_then(|c| c.stats().ok()).unwrap_or_default();
     let cpu_cg = Duration::from_nanos(stats.cpu_ns).saturating_sub(cpu0);
-    let cpu_ru = Duration::from_micros(exit.user_us + exit.system_us);
+    let cpu_ru = exit.map_or(Duration::ZERO, |e| {
+        Duration::from_micros(e.user_us + e.system_us)
+    });
     let outcome = Outcome {
-        code: exit.code,
-        signal: exit.signal,
+        code: exit.and_then(|e| e.code),
+        signal: exit.and_then(|e| e.signal),
         killed_for,
         oom_kills: stats.oom_kills.saturating_sub(oom0),
+        warden_lost: exit.is_none(),
     };
+    let status = decide(&outcome);
     Ok(RunResult {
-        status: decide(&outcome),
-        exit_code: exit.code,
-        signal: exit.signal.map(signal_name),
+        status,
+        exit_code: outcome.code,
+        signal: outcome.signal.map(signal_name),
         cpu_ms: cpu_cg.max(cpu_ru).as_millis() as u64,
         wall_ms: wall.as_millis() as u64,
         memory_bytes: stats
             .memory_peak_bytes
             .map_or(0, |peak| peak.saturating_sub(mem0))
-            .max(exit.max_rss_kib * 1024),
+            .max(exit.map_or(0, |e| e.max_rss_kib * 1024)),
         truncated,
-        message: None,
+        message: (status == Status::InternalError && outcome.warden_lost)
+            .then(|| EngineError::WardenGone.to_string()),
     })
 }
 

@@ -124,6 +124,8 @@ pub struct Outcome {
     pub killed_for: Option<KillReason>,
     /// OOM kills in the sandbox during the run.
     pub oom_kills: u64,
+    /// The warden died before it reported the exit (so code and signal are unknown).
+    pub warden_lost: bool,
 }
 
 /// Decides the one status. The engine's own reason wins, then the kernel's memory and CPU limits,
@@ -139,6 +141,9 @@ pub fn decide(o: &Outcome) -> Status {
     }
     if o.oom_kills > 0 && o.code != Some(0) {
         return Status::MemoryLimit;
+    }
+    if o.warden_lost {
+        return Status::InternalError;
     }
     match (o.code, o.signal) {
         (_, Some(libc::SIGXCPU)) => Status::TimeLimit,
@@ -159,6 +164,7 @@ mod tests {
             signal,
             killed_for: None,
             oom_kills: 0,
+            warden_lost: false,
         }
     }
 
@@ -179,6 +185,19 @@ mod tests {
             ..outcome(None, Some(libc::SIGKILL))
         };
         assert_eq!(decide(&oom), Status::MemoryLimit);
+        // The warden killed by the OOM killer too: still the program's memory.
+        let lost = Outcome {
+            warden_lost: true,
+            ..outcome(None, None)
+        };
+        assert_eq!(decide(&lost), Status::InternalError);
+        assert_eq!(
+            decide(&Outcome {
+                oom_kills: 2,
+                ..lost
+            }),
+            Status::MemoryLimit
+        );
         for (reason, status) in [
             (KillReason::Client, Status::Killed),
             (KillReason::Output, Status::OutputLimit),

@@ -27,6 +27,8 @@ pub enum ExecStep {
     Chdir,
     /// `setrlimit`.
     Rlimits,
+    /// Raising the OOM score above the warden's.
+    OomScore,
     /// Dropping the capability bounding and ambient sets.
     Capabilities,
     /// Switching to the sandbox uid and gid.
@@ -43,13 +45,14 @@ impl ExecStep {
         Self::ALL.into_iter().find(|s| *s as u32 == v)
     }
 
-    const ALL: [ExecStep; 10] = [
+    const ALL: [ExecStep; 11] = [
         ExecStep::Signals,
         ExecStep::Session,
         ExecStep::Stdio,
         ExecStep::CloseFds,
         ExecStep::Chdir,
         ExecStep::Rlimits,
+        ExecStep::OomScore,
         ExecStep::Capabilities,
         ExecStep::Identity,
         ExecStep::NoNewPrivs,
@@ -65,6 +68,7 @@ impl ExecStep {
             ExecStep::CloseFds => "close fds",
             ExecStep::Chdir => "chdir",
             ExecStep::Rlimits => "rlimits",
+            ExecStep::OomScore => "oom_score_adj",
             ExecStep::Capabilities => "drop capabilities",
             ExecStep::Identity => "set uid/gid",
             ExecStep::NoNewPrivs => "no_new_privs",
@@ -100,10 +104,14 @@ pub struct ExecPlan {
     env_ptrs: Vec<*const c_char>,
     cwd: CString,
     rlimits: Vec<Rlimit>,
+    oom_score: CString,
     uid: u32,
     gid: u32,
     last_cap: u32,
 }
+
+/// Where a process sets its own OOM score.
+const OOM_SCORE_ADJ: &std::ffi::CStr = c"/proc/self/oom_score_adj";
 
 fn to_cstrings(items: &[String], what: &'static str) -> Result<Vec<CString>, PlanError> {
     items
@@ -144,8 +152,14 @@ fn resolve(prog: &str, env: &[String]) -> Result<String, PlanError> {
 }
 
 impl ExecPlan {
-    /// Prepares a request for `exec_child`, running as `uid`/`gid`.
-    pub fn new(req: &SpawnRequest, uid: u32, gid: u32, last_cap: u32) -> Result<Self, PlanError> {
+    /// Prepares a request for `exec_child`, running as `uid`/`gid` with `oom_score_adj`.
+    pub fn new(
+        req: &SpawnRequest,
+        uid: u32,
+        gid: u32,
+        last_cap: u32,
+        oom_score_adj: i32,
+    ) -> Result<Self, PlanError> {
         let first = req.argv.first().ok_or(PlanError::EmptyArgv)?;
         let path = resolve(first, &req.env)?;
         let path = CString::new(path).map_err(|_| PlanError::Nul { what: "program" })?;
@@ -160,6 +174,7 @@ impl ExecPlan {
             _env: env,
             cwd,
             rlimits: req.rlimits.clone(),
+            oom_score: CString::new(oom_score_adj.to_string()).expect("digits"),
             uid,
             gid,
             last_cap,
@@ -186,6 +201,9 @@ impl ExecPlan {
         for rl in &self.rlimits {
             check(ExecStep::Rlimits, sys(sys_setrlimit(rl.resource, rl.limit)))?;
         }
+        // Before the uid changes: afterwards the process is no longer dumpable and its /proc
+        // files belong to root.
+        check(ExecStep::OomScore, write_oom_score(&self.oom_score))?;
         check(
             ExecStep::Capabilities,
             drop_bounding_and_ambient(self.last_cap),
@@ -291,6 +309,25 @@ fn sys_close_from(first: u32) -> libc::c_long {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     }
+}
+
+fn write_oom_score(value: &CString) -> Result<(), i32> {
+    // SAFETY: open of a NUL-terminated path with integer flags.
+    let fd = unsafe { libc::open(OOM_SCORE_ADJ.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    let bytes = value.as_bytes();
+    // SAFETY: bytes is valid for its length; fd is the file just opened.
+    let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    let result = if written < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
+    };
+    // SAFETY: closes the fd opened above.
+    unsafe { libc::close(fd) };
+    result
 }
 
 fn sys_chdir(dir: &CString) -> libc::c_long {

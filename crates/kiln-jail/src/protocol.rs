@@ -55,6 +55,14 @@ pub struct WardenConfig {
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
     /// Whether the sandbox has a network (decides `resolv.conf` and the seccomp netlink rule).
     pub network: bool,
+    /// Whether programs may use inotify (see [`crate::seccomp::SeccompOptions::inotify`]).
+    pub inotify: bool,
+    /// The most pseudo-terminals the sandbox's own devpts hands out at once (`max=`): every
+    /// sandbox's ptys come from the host's `kernel.pty.max`, shared by all.
+    pub ptys_max: u32,
+    /// The OOM score programs raise themselves to (`oom_score_adj`, up to 1000), so that the OOM
+    /// killer picks one of them before the warden, which keeps the service's score.
+    pub oom_score_adj: i32,
     /// The uid and gid programs run as inside the sandbox.
     pub sandbox_uid: u32,
     /// See `sandbox_uid`.
@@ -99,6 +107,9 @@ pub enum Request {
         /// Signal the process group the process leads.
         group: bool,
     },
+    /// Kill every process of the sandbox but the warden, daemons included, and reap them all
+    /// before answering (between the stages of a program, so nothing of one reaches the next).
+    KillAll,
 }
 
 /// How a process ended, with its resource usage.
@@ -140,6 +151,8 @@ pub enum Reply {
     },
     /// A signal was delivered.
     Signalled,
+    /// Every process but the warden is gone (their `Exited` reports came first).
+    KilledAll,
     /// A spawned process ended (sent unprompted).
     Exited {
         /// Its pid inside the sandbox.

@@ -43,6 +43,62 @@ const ETC_COPIES: &[&str] = &[
 /// Device nodes bound from the host (a user namespace cannot mknod).
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
+/// `/proc` files hidden behind an empty file: Docker's masked list (kernel memory, keys, timers,
+/// scheduler and interrupt statistics) plus what describes the host rather than the sandbox: its
+/// kernel command line and configuration, disks and partitions, swap, locks, modules, memory
+/// layout and allocator statistics.
+const PROC_MASKED_FILES: &[&str] = &[
+    "kcore",
+    "keys",
+    "key-users",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "schedstat",
+    "interrupts",
+    "softirqs",
+    "sysrq-trigger",
+    "kallsyms",
+    "kmsg",
+    "cmdline",
+    "config.gz",
+    "diskstats",
+    "partitions",
+    "swaps",
+    "mdstat",
+    "locks",
+    "modules",
+    "iomem",
+    "ioports",
+    "vmallocinfo",
+    "slabinfo",
+    "buddyinfo",
+    "zoneinfo",
+    "pagetypeinfo",
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+    "cgroups",
+    "consoles",
+];
+/// `/proc` directories hidden behind an empty one: Docker's (`acpi`, `asound`, `scsi`) plus the
+/// host-wide pressure stall information, the device and driver trees, and debug controls.
+const PROC_MASKED_DIRS: &[&str] = &[
+    "acpi",
+    "asound",
+    "scsi",
+    "pressure",
+    "bus",
+    "driver",
+    "fs",
+    "irq",
+    "tty",
+    "dynamic_debug",
+];
+/// The host's boot id, replaced by one of the sandbox's own.
+const BOOT_ID: &str = "sys/kernel/random/boot_id";
+
 /// An error while building the root, with the step and path.
 #[derive(Debug, thiserror::Error)]
 #[error("rootfs: {step} {path}: {source}")]
@@ -247,7 +303,7 @@ pub fn build(cfg: &WardenConfig) -> Result<(), RootfsError> {
     }
 
     build_etc(root, cfg)?;
-    build_dev(root)?;
+    build_dev(root, cfg.ptys_max)?;
 
     let proc_dir = root.join("proc");
     mkdir(&proc_dir, 0o555)?;
@@ -265,6 +321,7 @@ pub fn build(cfg: &WardenConfig) -> Result<(), RootfsError> {
     // Kernel tunables stay readable but never writable, whatever the uid.
     let proc_sys = proc_dir.join("sys");
     bind_ro(&proc_sys, &proc_sys)?;
+    mask_proc(root, &proc_dir)?;
 
     let ids = format!("uid={},gid={}", cfg.sandbox_uid, cfg.sandbox_gid);
     let tmp = root.join("tmp");
@@ -355,7 +412,78 @@ fn build_etc(root: &Path, cfg: &WardenConfig) -> Result<(), RootfsError> {
     Ok(())
 }
 
-fn build_dev(root: &Path) -> Result<(), RootfsError> {
+/// Hides the host-describing parts of `/proc` (see [`PROC_MASKED_FILES`]): each is covered by a
+/// read-only bind of an empty file or directory from a scratch tmpfs, which is detached again at
+/// once (the binds keep it alive, and nothing else can reach it). Per-process files
+/// (`/proc/<pid>/mountinfo`, `uid_map`) come and go with the processes and cannot be covered.
+fn mask_proc(root: &Path, proc_dir: &Path) -> Result<(), RootfsError> {
+    let scratch = root.join(".proc-masks");
+    mkdir(&scratch, 0o755)?;
+    tmpfs(
+        &scratch,
+        "mode=0755,size=16k,nr_inodes=8",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+    )?;
+    let empty_file = scratch.join("empty");
+    write_file(&empty_file, "")?;
+    let empty_dir = scratch.join("empty.d");
+    mkdir(&empty_dir, 0o555)?;
+    let boot_id = scratch.join("boot_id");
+    write_file(&boot_id, &format!("{}\n", random_uuid()))?;
+    // Binds copy their source mount's flags: one read-only remount here makes every cover
+    // read-only, at one mount(2) per cover.
+    ro_remount(&scratch, libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC)?;
+    let masks = PROC_MASKED_FILES
+        .iter()
+        .map(|f| (*f, &empty_file))
+        .chain(PROC_MASKED_DIRS.iter().map(|d| (*d, &empty_dir)))
+        .chain(std::iter::once((BOOT_ID, &boot_id)));
+    for (name, cover) in masks {
+        let target = proc_dir.join(name);
+        // Only what this kernel has; a file must cover a file and a directory a directory.
+        let Ok(meta) = fs::symlink_metadata(&target) else {
+            continue;
+        };
+        if meta.is_dir() != cover.is_dir() {
+            continue;
+        }
+        ctx(
+            "mask",
+            &target,
+            sys_mount(Some(cover), &target, None, libc::MS_BIND, None),
+        )?;
+    }
+    ctx(
+        "detach the /proc masks' scratch",
+        &scratch,
+        rustix::mount::unmount(&scratch, rustix::mount::UnmountFlags::DETACH)
+            .map_err(io::Error::from),
+    )?;
+    ctx(
+        "remove the /proc masks' scratch",
+        &scratch,
+        fs::remove_dir(&scratch),
+    )
+}
+
+/// A random version-4 UUID in its usual text form, as `/proc/sys/kernel/random/boot_id` reads.
+fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn build_dev(root: &Path, ptys_max: u32) -> Result<(), RootfsError> {
     let dev = root.join("dev");
     mkdir(&dev, 0o755)?;
     tmpfs(
@@ -386,7 +514,10 @@ fn build_dev(root: &Path) -> Result<(), RootfsError> {
             &pts,
             Some("devpts"),
             libc::MS_NOSUID | libc::MS_NOEXEC,
-            Some("newinstance,ptmxmode=0666,mode=620"),
+            Some(&format!(
+                "newinstance,ptmxmode=0666,mode=620,max={}",
+                ptys_max.max(1)
+            )),
         ),
     )?;
     ctx(

@@ -1,6 +1,11 @@
 //! Creating and destroying a sandbox from the host side: `clone3` into new user, mount, PID, network,
-//! IPC and UTS namespaces (and straight into the sandbox's v2 cgroup), uid/gid maps onto an
-//! unprivileged host range, v1 cgroup attachment while the child waits, then `execveat` of the warden.
+//! IPC and UTS namespaces, uid/gid maps onto a pair of host uids of this process's block, cgroup
+//! attachment while the child waits, then `execveat` of the warden.
+//!
+//! The clone is made with the thread's effective uid set to the sandbox's root host uid, so that
+//! uid owns the new user namespace: the kernel charges the per-user counters of everything in the
+//! sandbox (inotify instances and watches, queued signals, nested namespaces) to that uid, never to
+//! the host's root, and one sandbox cannot exhaust them for the host or the other sandboxes.
 //!
 //! This code runs in a multi-threaded server, so the cloned child does only raw syscalls between
 //! `clone3` and `execveat`; everything it needs is prepared before the clone.
@@ -8,20 +13,15 @@
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::cgroup::{CgroupError, CgroupLayout, CgroupLimits, CgroupParent, SandboxCgroup};
 use crate::protocol::{self, read_full, write_all, Reply, Request, WardenConfig};
+use crate::uids::{UidBlock, UidError, UidLease, UidRange};
 use crate::warden::{CONTROL_FD, WARDEN_ARG};
 
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// How long the warden may take to build its root and answer.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
-/// Host uids handed out per sandbox: one for the warden (root inside), one for programs.
-const UIDS_PER_SANDBOX: u32 = 2;
-/// How many sandboxes get distinct host uid pairs before the range wraps.
-const UID_SLOTS: u32 = 1 << 20;
 
 /// Errors while creating or destroying a sandbox.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,15 @@ pub enum SandboxError {
     /// A cgroup operation failed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// No host uids.
+    #[error(transparent)]
+    Uids(#[from] UidError),
+    /// Every uid slot of this process's block is in use.
+    #[error(
+        "all {} sandbox uid slots of this Kiln process are in use",
+        crate::uids::SLOTS_PER_BLOCK
+    )]
+    UidsInUse,
     /// The control socket failed.
     #[error(transparent)]
     Protocol(#[from] protocol::ProtocolError),
@@ -69,18 +78,32 @@ pub struct JailConfig {
     pub warden_exe: PathBuf,
     /// Name of Kiln's parent cgroup under the service's own cgroup.
     pub cgroup_name: String,
-    /// First host uid of the range sandboxes map onto.
-    pub uid_base: u32,
+    /// The host uids sandboxes map onto.
+    pub uids: UidRange,
+    /// Where the locks of the uid blocks live: shared by every Kiln process of the host.
+    pub uid_lock_dir: PathBuf,
 }
 
-/// The host side of sandbox creation: Kiln's cgroup parent, the warden binary, uid allocation.
+impl JailConfig {
+    /// The defaults for a warden binary at `warden_exe`.
+    pub fn new(warden_exe: impl Into<PathBuf>) -> Self {
+        Self {
+            warden_exe: warden_exe.into(),
+            cgroup_name: "kiln".into(),
+            uids: UidRange::default(),
+            uid_lock_dir: PathBuf::from(crate::uids::DEFAULT_LOCK_DIR),
+        }
+    }
+}
+
+/// The host side of sandbox creation: this process's instance cgroup, the warden binary, its
+/// block of host uids.
 #[derive(Debug)]
 pub struct Jail {
     layout: CgroupLayout,
-    parent: CgroupParent,
+    instance: CgroupParent,
     exe: OwnedFd,
-    uid_base: u32,
-    next_slot: AtomicU32,
+    uids: std::sync::Arc<UidBlock>,
 }
 
 /// What a new sandbox looks like.
@@ -94,7 +117,7 @@ pub struct SandboxSpec {
     pub limits: CgroupLimits,
 }
 
-/// A live sandbox: its warden, control socket and cgroup.
+/// A live sandbox: its warden, control socket, cgroup and host uids.
 #[derive(Debug)]
 pub struct SandboxHandle {
     id: String,
@@ -102,8 +125,7 @@ pub struct SandboxHandle {
     pidfd: OwnedFd,
     control: Option<OwnedFd>,
     cgroup: Option<SandboxCgroup>,
-    host_uid: u32,
-    host_gid: u32,
+    uids: UidLease,
     landlock_abi: Option<u32>,
     reaped: bool,
 }
@@ -113,12 +135,13 @@ impl Jail {
     pub fn new(cfg: &JailConfig) -> Result<Self, SandboxError> {
         let layout = CgroupLayout::detect()?;
         let parent = layout.prepare(&cfg.cgroup_name)?;
-        // Groups left by a Kiln process that died before it could remove them.
-        let swept =
-            parent.sweep_matching(|name| owner_pid(name).is_some_and(|pid| !pid_alive(pid)))?;
+        // Groups left by Kiln processes that died before they could remove them.
+        let swept = parent.sweep_dead_instances()?;
         if swept > 0 {
             tracing::info!(swept, "removed sandbox cgroups of dead Kiln processes");
         }
+        let instance = parent.claim_instance()?;
+        let uids = UidBlock::claim(cfg.uids, &cfg.uid_lock_dir)?;
         let exe = sys(
             "open warden binary",
             rustix::fs::open(
@@ -130,17 +153,15 @@ impl Jail {
         )?;
         Ok(Self {
             layout,
-            parent,
+            instance,
             exe,
-            uid_base: cfg.uid_base,
-            next_slot: AtomicU32::new(std::process::id() % UID_SLOTS),
+            uids,
         })
     }
 
-    /// The name of a new sandbox: it starts with the creating process's pid, so a later Kiln can
-    /// tell a leftover of a dead process from a live neighbour's sandbox.
+    /// The name of a new sandbox (its cgroup's, unique within this process's instance).
     pub fn sandbox_name(serial: u64) -> String {
-        format!("s{}-{serial}", std::process::id())
+        format!("s{serial}")
     }
 
     /// The detected cgroup layout.
@@ -148,17 +169,17 @@ impl Jail {
         &self.layout
     }
 
-    /// Kiln's parent cgroup.
+    /// This process's instance cgroup, the parent of its sandboxes' groups.
     pub fn cgroup_parent(&self) -> &CgroupParent {
-        &self.parent
+        &self.instance
     }
 
     /// Creates a sandbox and waits until its warden is ready.
     pub fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, SandboxError> {
-        let cgroup = self.parent.create(&spec.id, &spec.limits)?;
-        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed) % UID_SLOTS;
-        let host_root = self.uid_base + slot * UIDS_PER_SANDBOX;
-        let host_uid = host_root + 1;
+        let uids = self.uids.lease().ok_or(SandboxError::UidsInUse)?;
+        let cgroup = self.instance.create(&spec.id, &spec.limits)?;
+        let host_root = uids.root();
+        let host_uid = uids.user();
         let (engine_end, warden_end) = sys("socketpair", protocol::socketpair())?;
         let (go_read, go_write) = sys("pipe", pipe())?;
         let (err_read, err_write) = sys("pipe", pipe())?;
@@ -179,8 +200,14 @@ impl Jail {
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
         };
-        let v2 = cgroup.v2_dir_fd().map(|fd| fd.as_raw_fd());
-        let (pid, pidfd) = sys("clone3", clone_sandbox(v2, &child))?;
+        let cloned = {
+            let _owner = sys(
+                "take the sandbox root's uid",
+                NamespaceOwner::enter(host_root),
+            )?;
+            clone_sandbox(&child)
+        };
+        let (pid, pidfd) = sys("clone3", cloned)?;
         drop(go_read);
         drop(err_write);
         drop(warden_end);
@@ -190,8 +217,7 @@ impl Jail {
             pidfd,
             control: Some(engine_end),
             cgroup: Some(cgroup),
-            host_uid,
-            host_gid: host_uid,
+            uids,
             landlock_abi: None,
             reaped: false,
         };
@@ -213,7 +239,7 @@ impl Jail {
                 ),
             )?;
             if let Some(cg) = &handle.cgroup {
-                cg.attach(pid, v2.is_some())?;
+                cg.attach(pid, false)?;
             }
             sys("release child", write_all(&go_write, &[1]))?;
             drop(go_write);
@@ -300,7 +326,12 @@ impl SandboxHandle {
 
     /// The host uid and gid that programs in the sandbox run as (for files the host writes in).
     pub fn host_ids(&self) -> (u32, u32) {
-        (self.host_uid, self.host_gid)
+        (self.uids.user(), self.uids.user())
+    }
+
+    /// The host uid (and gid) of the sandbox's root, which owns its user namespace.
+    pub fn host_root(&self) -> u32 {
+        self.uids.root()
     }
 
     /// The Landlock ABI the warden applies, if any.
@@ -384,10 +415,46 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+/// While alive, the calling thread's effective uid and gid are the sandbox root's host id, so a
+/// user namespace it creates is owned by that id. Raw syscalls change this thread only (glibc's
+/// wrappers would change every thread of the server); the real and saved ids stay 0, which is
+/// what lets `drop` switch back and get the capabilities back.
+struct NamespaceOwner;
+
+impl NamespaceOwner {
+    fn enter(id: u32) -> std::io::Result<Self> {
+        let keep = u32::MAX; // -1: leave that id as it is
+                             // SAFETY: setresgid with integers, on this thread only.
+        if unsafe { libc::syscall(libc::SYS_setresgid, keep, id, keep) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above; the effective gid is switched first, while CAP_SETGID is still held.
+        if unsafe { libc::syscall(libc::SYS_setresuid, keep, id, keep) } < 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: back to gid 0, still with CAP_SETGID (the uid did not change).
+            unsafe { libc::syscall(libc::SYS_setresgid, keep, 0u32, keep) };
+            return Err(e);
+        }
+        Ok(NamespaceOwner)
+    }
+}
+
+impl Drop for NamespaceOwner {
+    fn drop(&mut self) {
+        let keep = u32::MAX;
+        // SAFETY: setresuid back to 0, allowed because the saved uid is 0; the permitted
+        // capabilities become effective again, then CAP_SETGID allows the gid back.
+        unsafe {
+            libc::syscall(libc::SYS_setresuid, keep, 0u32, keep);
+            libc::syscall(libc::SYS_setresgid, keep, 0u32, keep);
+        }
+    }
+}
+
 /// Clones the sandbox's first process. In the child it never returns.
-fn clone_sandbox(v2_cgroup: Option<RawFd>, child: &ChildArgs) -> std::io::Result<(i32, OwnedFd)> {
+fn clone_sandbox(child: &ChildArgs) -> std::io::Result<(i32, OwnedFd)> {
     let mut pidfd: RawFd = -1;
-    let mut args = CloneArgs {
+    let args = CloneArgs {
         flags: (libc::CLONE_NEWUSER
             | libc::CLONE_NEWNS
             | libc::CLONE_NEWPID
@@ -399,16 +466,12 @@ fn clone_sandbox(v2_cgroup: Option<RawFd>, child: &ChildArgs) -> std::io::Result
         exit_signal: libc::SIGCHLD as u64,
         ..Default::default()
     };
-    if let Some(fd) = v2_cgroup {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = fd as u64;
-    }
     // SAFETY: args is a valid clone_args of the size passed. Without CLONE_VM the child gets a copy
     // of this address space, and runs only `child_main`, which makes raw syscalls and never returns.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &mut args as *mut CloneArgs,
+            &args as *const CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
     };
@@ -556,27 +619,4 @@ fn child_fail(err_write: RawFd, step: ChildStep) -> ! {
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
-}
-
-/// The pid in a name made by [`Jail::sandbox_name`].
-fn owner_pid(name: &str) -> Option<i32> {
-    name.strip_prefix('s')?.split_once('-')?.0.parse().ok()
-}
-
-fn pid_alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sandbox_names_carry_the_owner_pid() {
-        let name = Jail::sandbox_name(7);
-        assert_eq!(owner_pid(&name), Some(std::process::id() as i32));
-        assert_eq!(owner_pid("kiln-test"), None);
-        assert_eq!(owner_pid("sx-1"), None);
-        assert!(pid_alive(std::process::id() as i32));
-    }
 }

@@ -76,6 +76,7 @@ impl Warden {
         }
         let seccomp = match SeccompPolicy::sandbox(SeccompOptions {
             network: cfg.network,
+            inotify: cfg.inotify,
         })
         .compile()
         {
@@ -175,6 +176,7 @@ impl Warden {
         match req {
             Request::Setup(_) => fail("setup", "already set up".into(), None),
             Request::Spawn(spawn) => self.spawn(&spawn, fds),
+            Request::KillAll => self.kill_all(),
             Request::Signal { pid, signal, group } => {
                 // Every process here belongs to the sandbox, so any may be signalled, and a group
                 // outlives its leader. Only the warden itself, and "everyone" (-1), are off limits.
@@ -216,6 +218,7 @@ impl Warden {
             self.cfg.sandbox_uid,
             self.cfg.sandbox_gid,
             self.last_cap,
+            self.cfg.oom_score_adj,
         ) {
             Ok(p) => p,
             Err(e) => return fail("plan", e.to_string(), Some(libc::ENOENT)),
@@ -261,15 +264,41 @@ impl Warden {
         }
     }
 
+    /// SIGKILLs every process of the namespace but the warden and reaps them all.
+    fn kill_all(&mut self) -> Reply {
+        // SAFETY: kill with integers. From PID 1, -1 reaches every other process of the PID
+        // namespace (and nothing outside it), whatever session or group it moved to.
+        if unsafe { libc::kill(-1, libc::SIGKILL) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return fail("kill all", e.to_string(), e.raw_os_error());
+            }
+        }
+        // Every process of the namespace is the warden's child by now or soon (orphans are
+        // re-parented to it), and SIGKILL cannot be caught: waiting until none is left ends.
+        match self.reap_with(0) {
+            Ok(()) => Reply::KilledAll,
+            Err(e) => fail("kill all", e.to_string(), None),
+        }
+    }
+
     /// Reaps every exited child and reports the tracked ones.
     fn reap(&mut self) -> Result<(), protocol::ProtocolError> {
+        self.reap_with(libc::WNOHANG)
+    }
+
+    /// Reaps children (`WNOHANG`: those that have exited; 0: all of them, waiting) and reports
+    /// the tracked ones.
+    fn reap_with(&mut self, flags: i32) -> Result<(), protocol::ProtocolError> {
         loop {
             let mut status = 0;
             // SAFETY: rusage is plain data that wait4 fills.
             let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
             // SAFETY: status and ru are valid for writes.
-            let pid =
-                unsafe { libc::wait4(-1, &mut status, libc::WNOHANG | libc::__WALL, &mut ru) };
+            let pid = unsafe { libc::wait4(-1, &mut status, flags | libc::__WALL, &mut ru) };
+            if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
             if pid <= 0 {
                 return Ok(());
             }

@@ -7,7 +7,10 @@ use anyhow::Context;
 use clap::Args;
 use kiln_engine::{Engine, EngineConfig, Limits, RunResult, RunSpec, Sandbox};
 
-use crate::cli_common::{exit_status, stdin_source, summary, LimitArgs, Printer};
+use crate::cli_common::{
+    describe, error_status, exit_status, parse_stdin, read_input_file, stdin_source, summary,
+    LimitArgs, Printer, StdinArg, UsageError,
+};
 
 /// Flags of `kiln exec`.
 #[derive(Debug, Args)]
@@ -15,9 +18,10 @@ pub struct ExecArgs {
     /// Copy a host file into /workspace (PATH, or PATH:DEST with DEST relative to /workspace).
     #[arg(long = "file", value_name = "PATH[:DEST]")]
     files: Vec<String>,
-    /// Feed stdin from a file, or `-` for this process's stdin.
-    #[arg(long, value_name = "FILE|-")]
-    stdin: Option<String>,
+    /// stdin: a file or FIFO, `-` for this process's stdin, or `none` [default: this process's
+    /// stdin unless it is a terminal]
+    #[arg(long, value_name = "FILE|-|none", value_parser = parse_stdin)]
+    stdin: Option<StdinArg>,
     #[command(flatten)]
     limits: LimitArgs,
     /// Print one JSON RunResult (with the output) instead of live output and a summary.
@@ -33,8 +37,8 @@ pub async fn run(args: ExecArgs) -> i32 {
     match exec(args).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kiln exec: {e:#}");
-            125
+            eprintln!("kiln exec: {}", describe(&e));
+            error_status(&e)
         }
     }
 }
@@ -55,17 +59,20 @@ fn split_file_arg(arg: &str) -> (PathBuf, String) {
 
 async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let limits = args.limits.apply(Limits::default());
-    let mut files = Vec::new();
+    let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
+    let mut room = limits.workspace_bytes;
     for arg in &args.files {
         let (path, dest) = split_file_arg(arg);
-        kiln_engine::files::validate_relative(&dest).with_context(|| format!("--file {arg}"))?;
-        let data = std::fs::read(&path).with_context(|| format!("--file {}", path.display()))?;
-        let mode = std::fs::metadata(&path)
-            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
-            .unwrap_or(0o644);
+        kiln_engine::files::validate_relative(&dest)
+            .map_err(|e| UsageError(format!("--file {arg}: {e}")))?;
+        if files.iter().any(|(d, _, _)| *d == dest) {
+            return Err(UsageError(format!("--file {arg}: {dest} is given twice")).into());
+        }
+        let (data, mode) = read_input_file(&format!("--file {arg}"), &path, room)?;
+        room -= data.len() as u64;
         files.push((dest, data, mode | 0o600));
     }
-    let stdin = stdin_source(args.stdin.as_deref())?;
+    let stdin = stdin_source(args.stdin.as_ref())?;
 
     let exe = std::env::current_exe().context("locating the kiln binary")?;
     let engine =

@@ -9,7 +9,10 @@ use kiln_engine::program::run_limits;
 use kiln_engine::{run_program, Engine, EngineConfig, Program, ProgramResult};
 use kiln_lang::{Catalog, SourceFile, StageLimits};
 
-use crate::cli_common::{exit_status, stdin_source, summary, LimitArgs, Printer};
+use crate::cli_common::{
+    describe, error_status, exit_status, parse_stdin, read_input_file, stdin_source, summary,
+    LimitArgs, Printer, StdinArg, UsageError,
+};
 
 /// Flags of `kiln run`.
 #[derive(Debug, Args)]
@@ -20,9 +23,10 @@ pub struct RunArgs {
     /// The language (a name or alias from `kiln languages`), instead of the first file's extension.
     #[arg(long = "lang", value_name = "LANGUAGE")]
     language: Option<String>,
-    /// Feed stdin from a file, or `-` for this process's stdin.
-    #[arg(long, value_name = "FILE|-")]
-    stdin: Option<String>,
+    /// stdin: a file or FIFO, `-` for this process's stdin, or `none` [default: this process's
+    /// stdin unless it is a terminal]
+    #[arg(long, value_name = "FILE|-|none", value_parser = parse_stdin)]
+    stdin: Option<StdinArg>,
     #[command(flatten)]
     limits: LimitArgs,
     /// Print one JSON result (compile and run stages, with the output) instead of live output.
@@ -38,23 +42,22 @@ pub async fn run(args: RunArgs) -> i32 {
     match run_files(args).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kiln run: {e:#}");
-            if e.is::<UsageError>() {
-                2
-            } else {
-                125
-            }
+            eprintln!("kiln run: {}", describe(&e));
+            error_status(&e)
         }
     }
 }
 
-/// A mistake in what was asked (exit status 2), as opposed to a failure while running.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct UsageError(String);
-
 async fn run_files(args: RunArgs) -> anyhow::Result<i32> {
     let catalog = Catalog::embedded().context("the language catalog")?;
+    // A missing file or a directory is said as such, before the language is guessed from it.
+    for path in &args.files {
+        let meta =
+            std::fs::metadata(path).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+        if meta.is_dir() {
+            return Err(UsageError(format!("{}: is a directory", path.display())).into());
+        }
+    }
     let first = args.files[0].to_string_lossy().into_owned();
     let detected = match &args.language {
         Some(name) => catalog.find(name).ok_or_else(|| {
@@ -77,22 +80,24 @@ async fn run_files(args: RunArgs) -> anyhow::Result<i32> {
             .into())
         }
     };
+    let limits = args
+        .limits
+        .apply(run_limits(&language, &StageLimits::default()));
     let mut files = Vec::new();
+    let mut room = limits.workspace_bytes;
     for path in &args.files {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .with_context(|| format!("{} has no file name", path.display()))?;
+            .ok_or_else(|| UsageError(format!("{} has no file name", path.display())))?;
         if files.iter().any(|f: &SourceFile| f.name == name) {
             bail!(UsageError(format!("two files are named {name:?}")));
         }
-        let content = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+        let (content, _) = read_input_file(&path.display().to_string(), path, room)?;
+        room -= content.len() as u64;
         files.push(SourceFile { name, content });
     }
-    let limits = args
-        .limits
-        .apply(run_limits(&language, &StageLimits::default()));
-    let stdin = stdin_source(args.stdin.as_deref())?;
+    let stdin = stdin_source(args.stdin.as_ref())?;
     let exe = std::env::current_exe().context("locating the kiln binary")?;
     let engine =
         Engine::new(EngineConfig::new(exe)).context("preparing the host (try `kiln doctor`)")?;

@@ -11,8 +11,15 @@ struct Check {
     fix: &'static str,
 }
 
+/// Checks whose failure weakens a layer Kiln does not depend on alone: a warning, not a failure.
+const ADVISORY: &[&str] = &["landlock", "tty line disciplines"];
+
 fn print(c: &Check) {
-    let mark = if c.ok { "ok  " } else { "FAIL" };
+    let mark = match (c.ok, ADVISORY.contains(&c.name)) {
+        (true, _) => "ok  ",
+        (false, true) => "WARN",
+        (false, false) => "FAIL",
+    };
     println!("[{mark}] {}: {}", c.name, c.detail);
     if !c.ok {
         println!("       fix: {}", c.fix);
@@ -59,6 +66,17 @@ pub async fn run() -> i32 {
         detail: abi.map_or("not available (the other layers still hold)".into(), |v| format!("ABI {v}")),
         fix: "boot with lsm=landlock,... on a kernel with CONFIG_SECURITY_LANDLOCK=y (optional: a second wall)",
     });
+    let ldisc = read_trim("/proc/sys/dev/tty/ldisc_autoload");
+    checks.push(Check {
+        name: "tty line disciplines",
+        ok: ldisc.as_deref() != Some("1"),
+        detail: match ldisc.as_deref() {
+            Some("1") => "dev.tty.ldisc_autoload = 1: setting a tty's line discipline loads its module on demand".into(),
+            Some(v) => format!("dev.tty.ldisc_autoload = {v}"),
+            None => "no dev.tty.ldisc_autoload (kernel before 5.1)".into(),
+        },
+        fix: "sysctl -w dev.tty.ldisc_autoload=0 (sandboxes cannot set line disciplines, TIOCSETD is refused, but the host's other users can, and several line-discipline modules have had root exploits)",
+    });
     match CgroupLayout::detect() {
         Ok(layout) => {
             let placements = layout.describe();
@@ -100,7 +118,7 @@ pub async fn run() -> i32 {
     }
     let failed = checks
         .iter()
-        .filter(|c| !c.ok && c.name != "landlock")
+        .filter(|c| !c.ok && !ADVISORY.contains(&c.name))
         .count();
     if failed == 0 {
         println!("kiln doctor: this host can run sandboxes");

@@ -8,6 +8,7 @@
 //! controller, because `cgroup.kill`, `cgroup.freeze` and `cpu.stat` are core files there.
 
 mod fsutil;
+mod instance;
 mod layout;
 mod parent;
 mod sandbox;

@@ -1,6 +1,7 @@
-//! Kiln's parent group (`<own cgroup>/<name>` in every hierarchy Kiln uses) and the creation of
-//! sandbox groups under it.
+//! Kiln's parent group (`<own cgroup>/<name>` in every hierarchy Kiln uses), the instance group
+//! each Kiln process claims under it, and the creation of sandbox groups under an instance.
 
+use std::fs::File;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -72,7 +73,8 @@ impl CgroupLayout {
             fsutil::mkdir(&dir)?;
             let wanted: Vec<Controller> =
                 V2_CONTROLLERS.into_iter().filter(|c| h.has(*c)).collect();
-            let enabled = v2::enable_controllers(self.mode, h, &dir, &wanted)?;
+            let chain = vec![dir.clone()];
+            let enabled = v2::enable_controllers(self.mode, h, &chain, &wanted)?;
             groups.push(Group {
                 version: CgroupVersion::V2,
                 controllers: enabled,
@@ -84,18 +86,26 @@ impl CgroupLayout {
             groups,
             unified: self.unified.clone(),
             mode: self.mode,
+            v2_chain: self.unified.iter().map(|h| h.own_dir.join(name)).collect(),
+            lock: None,
         })
     }
 }
 
-/// Kiln's parent group, in every hierarchy Kiln uses.
+/// Kiln's parent group, or one Kiln process's instance group under it, in every hierarchy Kiln
+/// uses. Dropping an instance removes it with whatever sandboxes are left in it.
 #[derive(Debug)]
 pub struct CgroupParent {
-    name: String,
+    pub(crate) name: String,
     /// v1 groups first, the unified group (if any) last.
-    groups: Vec<Group>,
-    unified: Option<Hierarchy>,
-    mode: Mode,
+    pub(crate) groups: Vec<Group>,
+    pub(crate) unified: Option<Hierarchy>,
+    pub(crate) mode: Mode,
+    /// The unified directories from below the service's own cgroup down to this group, top
+    /// first: where a controller must be enabled for this group's children to have it.
+    pub(crate) v2_chain: Vec<PathBuf>,
+    /// An instance's ownership: a lock on its first directory, held while the instance lives.
+    pub(crate) lock: Option<File>,
 }
 
 impl CgroupParent {
@@ -125,8 +135,12 @@ impl CgroupParent {
                 }
             } else if wants_cpuset {
                 if let Some(h) = self.unified.as_ref().filter(|h| h.has(Controller::Cpuset)) {
-                    let enabled =
-                        v2::enable_controllers(self.mode, h, &parent.dir, &[Controller::Cpuset])?;
+                    let enabled = v2::enable_controllers(
+                        self.mode,
+                        h,
+                        &self.v2_chain,
+                        &[Controller::Cpuset],
+                    )?;
                     controllers.extend(enabled);
                 }
             }
@@ -224,10 +238,16 @@ impl CgroupParent {
 
     /// Sweeps the children, then removes the parent group itself from every hierarchy (tests,
     /// uninstall). The service's own processes stay where they are.
-    pub fn remove(self) -> Result<(), CgroupError> {
+    pub fn remove(mut self) -> Result<(), CgroupError> {
+        let result = self.remove_inner();
+        self.lock = None;
+        result
+    }
+
+    fn remove_inner(&mut self) -> Result<(), CgroupError> {
         self.sweep()?;
         let deadline = Instant::now() + Duration::from_secs(2);
-        for g in &self.groups {
+        while let Some(g) = self.groups.pop() {
             fsutil::rmdir_tree(self.mode, &g.dir, deadline)?;
         }
         Ok(())
@@ -239,5 +259,16 @@ impl CgroupParent {
             .map(|g| g.dir.display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        // Only an instance is this process's to remove; the shared parent stays for the others.
+        if self.lock.is_some() && !self.groups.is_empty() {
+            if let Err(e) = self.remove_inner() {
+                tracing::warn!(group = %self.name, error = %e, "could not remove Kiln's instance cgroup");
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The unified (v2) hierarchy: delegation of controllers down to Kiln's parent group, limits in
 //! the v2 file formats, `cgroup.kill` and `cgroup.freeze`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::fsutil::{self, Mode};
@@ -16,8 +16,9 @@ pub(crate) const SERVICE_LEAF: &str = "service";
 /// moving them out and writing `cgroup.subtree_control`.
 const ENABLE_ATTEMPTS: usize = 5;
 
-/// Enables `wanted` for the children of `parent` (Kiln's group directly under the service's own
-/// cgroup), top-down: first in the own cgroup's `cgroup.subtree_control`, then in the parent's.
+/// Enables `wanted` for the children of the last group of `chain` (Kiln's groups below the
+/// service's own cgroup, top first), top-down: first in the own cgroup's
+/// `cgroup.subtree_control`, then in each group of the chain.
 ///
 /// Returns the controllers sandboxes will have. A controller the service's cgroup was not given
 /// (not in its `cgroup.controllers`: the host or systemd did not delegate it) is left out with a
@@ -25,7 +26,7 @@ const ENABLE_ATTEMPTS: usize = 5;
 pub(crate) fn enable_controllers(
     mode: Mode,
     hierarchy: &Hierarchy,
-    parent: &Path,
+    chain: &[PathBuf],
     wanted: &[Controller],
 ) -> Result<Vec<Controller>, CgroupError> {
     let own = &hierarchy.own_dir;
@@ -69,13 +70,15 @@ pub(crate) fn enable_controllers(
         }
     }
 
-    let missing = missing_in(parent, &usable)?;
-    if !missing.is_empty() {
-        fsutil::write(
-            mode,
-            &parent.join("cgroup.subtree_control"),
-            &plus_list(&missing),
-        )?;
+    for dir in chain {
+        let missing = missing_in(dir, &usable)?;
+        if !missing.is_empty() {
+            fsutil::write(
+                mode,
+                &dir.join("cgroup.subtree_control"),
+                &plus_list(&missing),
+            )?;
+        }
     }
     Ok(usable)
 }

@@ -14,11 +14,16 @@
 //! - a syscall on the allowlist whose argument conditions hold is allowed;
 //! - anything else fails with `EPERM`, except the families that need another errno: `clone3`
 //!   gets `ENOSYS` so that glibc falls back to `clone`, whose flags a filter can read (clone3
-//!   passes them in memory), and the xattr writes get `EOPNOTSUPP`, which `cp -a`, `tar` and
-//!   `rsync` take for "this filesystem has no xattrs" and carry on silently.
+//!   passes them in memory), classic AIO and `cachestat` get `ENOSYS` as on a kernel without
+//!   them, and the xattr writes get `EOPNOTSUPP`, which `cp -a`, `tar` and `rsync` take for "this
+//!   filesystem has no xattrs" and carry on silently;
+//! - some allowed syscalls are refused for certain arguments only ([`ArgDenial`]): the tty,
+//!   console and serial ioctls, and `fadvise64(POSIX_FADV_DONTNEED)`, which becomes a no-op that
+//!   reports success (it would empty the page cache of host files seen through the read-only
+//!   binds, for every process of the host).
 //!
-//! The errno overrides are separate, tiny filters installed *after* the allowlist ("this syscall:
-//! errno X, anything else: allow"). The kernel runs every filter and keeps the strictest action;
+//! The errno overrides are separate, tiny filters installed *after* the allowlist ("this syscall,
+//! or this syscall with these arguments: errno X, anything else: allow"). The kernel runs every filter and keeps the strictest action;
 //! between two `ERRNO` results it keeps the one of the most recently installed filter, so the
 //! override's errno wins over the allowlist's `EPERM` (seccompiler can only emit one match action
 //! per filter, hence the split).
@@ -48,6 +53,10 @@ pub struct SeccompOptions {
     /// Without it the sandbox's network namespace only has loopback, and glibc copes with the
     /// netlink socket being refused.
     pub network: bool,
+    /// inotify is allowed (long-lived environments, whose dev servers and build tools watch
+    /// files). Refused otherwise with `ENOSYS`, as on a kernel without it: a watch on a host inode
+    /// shared through the read-only binds would tell when others open that file.
+    pub inotify: bool,
 }
 
 /// How one syscall argument is compared. Comparisons are on the low 32 bits of the argument,
@@ -103,15 +112,33 @@ pub struct DeniedFamily {
     pub errno: i32,
 }
 
-/// The policy as data: which syscalls are allowed (some with argument conditions) and which
-/// families are explicitly denied, with the errno each gets. Anything neither allowed nor in a
-/// family gets the default errno (`EPERM`).
+/// An allowed syscall refused for some argument values, with its own errno. Errno 0 makes the
+/// call a no-op that reports success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArgDenial {
+    /// What is refused (`TIOCSETD`, `POSIX_FADV_DONTNEED`).
+    pub what: &'static str,
+    /// The syscall's name.
+    pub name: &'static str,
+    /// Its number on this architecture.
+    pub nr: i64,
+    /// Refused when all of these hold.
+    pub when: Vec<ArgCond>,
+    /// The errno it fails with; 0: it does nothing and returns 0.
+    pub errno: i32,
+}
+
+/// The policy as data: which syscalls are allowed (some with argument conditions), which
+/// families are explicitly denied, with the errno each gets, and which allowed syscalls are
+/// refused for some arguments. Anything neither allowed nor in a family gets the default errno
+/// (`EPERM`).
 #[derive(Debug, Clone, Serialize)]
 pub struct SeccompPolicy {
     arch: &'static str,
     default_errno: i32,
     allowed: Vec<SyscallRule>,
     denied: Vec<DeniedFamily>,
+    arg_denials: Vec<ArgDenial>,
 }
 
 /// BPF programs ready to install; built before fork. The first is the allowlist, the others the
@@ -281,11 +308,11 @@ impl SeccompPolicy {
             allowed.push(checked(socketpair, vec![vec![eq(0, libc::AF_UNIX)]]));
         }
         if let Some(ioctl) = table::IOCTL {
-            let no_tty_injection = vec![
-                cond(1, ArgOp::Ne(libc::TIOCSTI as u32)),
-                cond(1, ArgOp::Ne(libc::TIOCLINUX as u32)),
-            ];
-            allowed.push(checked(ioctl, vec![no_tty_injection]));
+            // Refused for the requests of `IOCTL_DENIED` by a filter of its own.
+            allowed.push(checked(ioctl, Vec::new()));
+        }
+        if opts.inotify {
+            allowed.extend(table::INOTIFY.iter().map(|&sys| checked(sys, Vec::new())));
         }
         if let Some(personality) = table::PERSONALITY {
             let values = PERSONALITY_ALLOWED
@@ -297,7 +324,7 @@ impl SeccompPolicy {
         allowed.sort_by_key(|rule| rule.nr);
 
         let default_errno = libc::EPERM;
-        let denied = table::DENIED_FAMILIES
+        let mut denied: Vec<DeniedFamily> = table::DENIED_FAMILIES
             .iter()
             .map(|&(family, names)| DeniedFamily {
                 family,
@@ -309,11 +336,19 @@ impl SeccompPolicy {
             })
             .filter(|family| !family.syscalls.is_empty())
             .collect();
+        if !opts.inotify && !table::INOTIFY.is_empty() {
+            denied.push(DeniedFamily {
+                family: "inotify",
+                syscalls: table::INOTIFY.iter().map(|s| (s.name(), s.nr)).collect(),
+                errno: libc::ENOSYS,
+            });
+        }
         Self {
             arch: std::env::consts::ARCH,
             default_errno,
             allowed,
             denied,
+            arg_denials: arg_denials(),
         }
     }
 
@@ -322,6 +357,11 @@ impl SeccompPolicy {
         for family in &mut self.denied {
             if family.errno == self.default_errno {
                 family.errno = errno;
+            }
+        }
+        for denial in &mut self.arg_denials {
+            if denial.errno == self.default_errno {
+                denial.errno = errno;
             }
         }
         self.default_errno = errno;
@@ -344,6 +384,11 @@ impl SeccompPolicy {
         &self.denied
     }
 
+    /// The allowed syscalls that are refused for some arguments.
+    pub fn arg_denials(&self) -> &[ArgDenial] {
+        &self.arg_denials
+    }
+
     /// The errno of syscalls that are neither allowed nor in a family with its own errno.
     pub fn default_errno(&self) -> i32 {
         self.default_errno
@@ -352,8 +397,8 @@ impl SeccompPolicy {
     /// The explicitly denied families and their syscalls, by name (names that do not exist on the
     /// running architecture are left out of [`SeccompPolicy::denied`]). Beyond these, anything
     /// not allowed is denied, as are `clone` with namespace flags, the socket families and types
-    /// refused by the `socket` rule, `ioctl(TIOCSTI/TIOCLINUX)`, other personalities, and every
-    /// syscall made through the 32-bit entry (which kills the process).
+    /// refused by the `socket` rule, other personalities, the [`SeccompPolicy::arg_denials`], and
+    /// every syscall made through the 32-bit entry (which kills the process).
     pub fn denied_families() -> &'static [(&'static str, &'static [&'static str])] {
         table::DENIED_FAMILIES
     }
@@ -391,6 +436,28 @@ impl SeccompPolicy {
                 }
             }
         }
+        // Always a filter of their own, whatever the errno: the allowlist lets these syscalls
+        // through.
+        for denial in &self.arg_denials {
+            let errno = u32::try_from(denial.errno)
+                .ok()
+                .filter(|e| *e <= 4095)
+                .ok_or(SeccompError::BadErrno {
+                    what: denial.what,
+                    errno: denial.errno,
+                })?;
+            let rule = SyscallRule {
+                name: denial.name,
+                nr: denial.nr,
+                any_of: vec![denial.when.clone()],
+            };
+            overrides
+                .entry(errno)
+                .or_default()
+                .entry(denial.nr)
+                .or_default()
+                .extend(to_seccompiler(&rule)?);
+        }
 
         let mut programs = vec![build(
             "allowlist".to_owned(),
@@ -410,6 +477,61 @@ impl SeccompPolicy {
         }
         Ok(CompiledFilter { programs })
     }
+}
+
+/// `ioctl(2)` requests refused in every sandbox, by the low 32 bits of the request (what the
+/// kernel reads): tty input injection and line-discipline changes (on a kernel with
+/// `dev.tty.ldisc_autoload=1` a new line discipline loads a module, and several have had root
+/// exploits), the console and virtual-terminal families, and the serial-port configuration.
+#[rustfmt::skip]
+const IOCTL_DENIED: &[(&str, ArgOp)] = &[
+    ("TIOCSTI", ArgOp::Eq(0x5412)),
+    ("TIOCLINUX", ArgOp::Eq(0x541C)),
+    ("TIOCCONS", ArgOp::Eq(0x541D)),
+    ("TIOCGSERIAL", ArgOp::Eq(0x541E)),
+    ("TIOCSSERIAL", ArgOp::Eq(0x541F)),
+    ("TIOCSETD", ArgOp::Eq(0x5423)),
+    ("TIOCVHANGUP", ArgOp::Eq(0x5437)),
+    ("TIOCSERCONFIG", ArgOp::Eq(0x5453)),
+    ("TIOCSERGWILD", ArgOp::Eq(0x5454)),
+    ("TIOCSERSWILD", ArgOp::Eq(0x5455)),
+    ("TIOCSLCKTRMIOS", ArgOp::Eq(0x5457)),
+    ("TIOCSERGSTRUCT", ArgOp::Eq(0x5458)),
+    ("TIOCSERGETLSR", ArgOp::Eq(0x5459)),
+    ("TIOCSERGETMULTI", ArgOp::Eq(0x545A)),
+    ("TIOCSERSETMULTI", ArgOp::Eq(0x545B)),
+    ("TIOCMIWAIT", ArgOp::Eq(0x545C)),
+    ("TIOCGICOUNT", ArgOp::Eq(0x545D)),
+    // KDSETMODE, KDSKBMODE, KDSETKEYCODE, PIO_FONT and the rest of the console's 0x4Bxx.
+    ("console KD*", ArgOp::MaskedEq { mask: 0xFFFF_FF00, value: 0x4B00 }),
+    // VT_ACTIVATE, VT_SETMODE, VT_DISALLOCATE and the rest of 0x56xx.
+    ("virtual terminal VT_*", ArgOp::MaskedEq { mask: 0xFFFF_FF00, value: 0x5600 }),
+];
+
+/// `POSIX_FADV_DONTNEED` (the same value on x86_64 and aarch64).
+const POSIX_FADV_DONTNEED: i32 = 4;
+
+fn arg_denials() -> Vec<ArgDenial> {
+    let mut out = Vec::new();
+    if let Some(ioctl) = table::IOCTL {
+        out.extend(IOCTL_DENIED.iter().map(|&(what, op)| ArgDenial {
+            what,
+            name: ioctl.name(),
+            nr: ioctl.nr,
+            when: vec![cond(1, op)],
+            errno: libc::EPERM,
+        }));
+    }
+    if let Some(fadvise) = table::FADVISE {
+        out.push(ArgDenial {
+            what: "POSIX_FADV_DONTNEED",
+            name: fadvise.name(),
+            nr: fadvise.nr,
+            when: vec![eq(3, POSIX_FADV_DONTNEED)],
+            errno: 0,
+        });
+    }
+    out
 }
 
 fn errno_data(what: &'static str, errno: i32) -> Result<u32, SeccompError> {

@@ -48,8 +48,7 @@ const ALLOWED_COMMON: &[Sys] = sys![
     SYS_getdents64, SYS_getcwd, SYS_chdir, SYS_fchdir, SYS_mkdirat, SYS_mknodat, SYS_unlinkat,
     SYS_renameat2, SYS_linkat, SYS_symlinkat, SYS_readlinkat, SYS_fchmod, SYS_fchmodat, SYS_fchown,
     SYS_fchownat, SYS_utimensat, SYS_umask, SYS_getxattr, SYS_lgetxattr, SYS_fgetxattr,
-    SYS_listxattr, SYS_llistxattr, SYS_flistxattr, SYS_inotify_init1, SYS_inotify_add_watch,
-    SYS_inotify_rm_watch,
+    SYS_listxattr, SYS_llistxattr, SYS_flistxattr,
     // Pipes, polling, event fds.
     SYS_pipe2, SYS_eventfd2, SYS_epoll_create1, SYS_epoll_ctl, SYS_epoll_pwait, SYS_epoll_pwait2,
     SYS_ppoll, SYS_pselect6, SYS_signalfd4, SYS_timerfd_create, SYS_timerfd_settime,
@@ -90,8 +89,6 @@ const ALLOWED_COMMON: &[Sys] = sys![
     SYS_shmget, SYS_shmat, SYS_shmctl, SYS_shmdt, SYS_semget, SYS_semop, SYS_semctl,
     SYS_semtimedop, SYS_msgget, SYS_msgsnd, SYS_msgrcv, SYS_msgctl, SYS_mq_open, SYS_mq_unlink,
     SYS_mq_timedsend, SYS_mq_timedreceive, SYS_mq_notify, SYS_mq_getsetattr,
-    // Classic AIO (io_uring is denied).
-    SYS_io_setup, SYS_io_destroy, SYS_io_submit, SYS_io_getevents, SYS_io_cancel,
 ];
 
 /// Allowed, x86_64 only: the legacy syscalls the generic table dropped, and x86 TLS.
@@ -101,8 +98,7 @@ const ALLOWED_ARCH: &[Sys] = sys![
     SYS_open, SYS_creat, SYS_stat, SYS_lstat, SYS_access, SYS_poll, SYS_select, SYS_pipe, SYS_dup2,
     SYS_pause, SYS_alarm, SYS_fork, SYS_vfork, SYS_getdents, SYS_rename, SYS_renameat, SYS_mkdir,
     SYS_rmdir, SYS_link, SYS_unlink, SYS_symlink, SYS_readlink, SYS_chmod, SYS_chown, SYS_lchown,
-    SYS_utime, SYS_utimes, SYS_futimesat, SYS_mknod, SYS_getpgrp, SYS_time, SYS_inotify_init,
-    SYS_epoll_create, SYS_epoll_wait, SYS_signalfd, SYS_eventfd, SYS_getrlimit, SYS_setrlimit,
+    SYS_utime, SYS_utimes, SYS_futimesat, SYS_mknod, SYS_getpgrp, SYS_time, SYS_epoll_create, SYS_epoll_wait, SYS_signalfd, SYS_eventfd, SYS_getrlimit, SYS_setrlimit,
     SYS_fchmodat2, SYS_arch_prctl, SYS_set_thread_area, SYS_get_thread_area,
 ];
 
@@ -115,12 +111,29 @@ const IO_PGETEVENTS: i64 = 333;
 #[cfg(target_arch = "aarch64")]
 const IO_PGETEVENTS: i64 = 292;
 
+/// inotify: allowed only in sandboxes that ask for it (long-lived environments whose tools watch
+/// files). Elsewhere it is refused: a watch on a host inode that the read-only binds share tells
+/// when the host or another sandbox opens that file.
+#[cfg(target_arch = "x86_64")]
+pub(super) const INOTIFY: &[Sys] = sys![
+    SYS_inotify_init,
+    SYS_inotify_init1,
+    SYS_inotify_add_watch,
+    SYS_inotify_rm_watch,
+];
+#[cfg(target_arch = "aarch64")]
+pub(super) const INOTIFY: &[Sys] = sys![
+    SYS_inotify_init1,
+    SYS_inotify_add_watch,
+    SYS_inotify_rm_watch
+];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub(super) const INOTIFY: &[Sys] = &[];
+
 /// Allowed syscalls newer than the `libc` crate's tables. Same numbers in the x86_64 and the
 /// generic (aarch64) tables unless noted.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const ALLOWED_NEW: &[Sys] = &[
-    Sys::new("io_pgetevents", IO_PGETEVENTS),
-    Sys::new("cachestat", 451),
     // glibc allocates shadow stacks for threads with it when CET/GCS is on.
     Sys::new("map_shadow_stack", 453),
     Sys::new("futex_wake", 454),
@@ -149,7 +162,8 @@ pub(super) fn allowed() -> impl Iterator<Item = Sys> {
         .copied()
 }
 
-/// The syscalls allowed with argument checks (their rules are in `mod.rs`).
+/// The syscalls allowed with argument checks, or allowed but refused for some arguments (their
+/// rules are in `mod.rs`). ioctl and fadvise64 are allowed whole and refused by argument.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod checked {
     use super::Sys;
@@ -158,6 +172,8 @@ mod checked {
     pub(in super::super) const SOCKETPAIR: Option<Sys> =
         Some(Sys::new("socketpair", libc::SYS_socketpair));
     pub(in super::super) const IOCTL: Option<Sys> = Some(Sys::new("ioctl", libc::SYS_ioctl));
+    pub(in super::super) const FADVISE: Option<Sys> =
+        Some(Sys::new("fadvise64", libc::SYS_fadvise64));
     pub(in super::super) const PERSONALITY: Option<Sys> =
         Some(Sys::new("personality", libc::SYS_personality));
 }
@@ -168,9 +184,10 @@ mod checked {
     pub(in super::super) const SOCKET: Option<Sys> = None;
     pub(in super::super) const SOCKETPAIR: Option<Sys> = None;
     pub(in super::super) const IOCTL: Option<Sys> = None;
+    pub(in super::super) const FADVISE: Option<Sys> = None;
     pub(in super::super) const PERSONALITY: Option<Sys> = None;
 }
-pub(super) use checked::{CLONE, IOCTL, PERSONALITY, SOCKET, SOCKETPAIR};
+pub(super) use checked::{CLONE, FADVISE, IOCTL, PERSONALITY, SOCKET, SOCKETPAIR};
 
 /// The explicitly denied families. Everything not allowed is denied anyway; these are listed so
 /// that tests prove each one and `kiln doctor` can show them.
@@ -196,6 +213,12 @@ pub(super) static DENIED_FAMILIES: &[(&str, &[&str])] = &[
     ("keyring", &["keyctl", "add_key", "request_key"]),
     ("userfaultfd", &["userfaultfd"]),
     ("io_uring", &["io_uring_setup", "io_uring_enter", "io_uring_register"]),
+    // Every io_setup takes from the host-wide fs.aio-max-nr, which one sandbox could drain.
+    ("aio", &[
+        "io_setup", "io_destroy", "io_submit", "io_getevents", "io_cancel", "io_pgetevents",
+    ]),
+    // Tells which pages of a host file are cached: which files the host and other sandboxes use.
+    ("cachestat", &["cachestat"]),
     ("swap", &["swapon", "swapoff"]),
     ("clock-set", &["settimeofday", "clock_settime", "clock_adjtime", "adjtimex"]),
     ("host-identity", &["sethostname", "setdomainname"]),
@@ -218,6 +241,8 @@ pub(super) fn family_errno(family: &str) -> Option<i32> {
     match family {
         // glibc (and Go, and libuv) fall back to clone(2) on ENOSYS only.
         "clone3" => Some(libc::ENOSYS),
+        // As on a kernel built without them: programs fall back to threads and plain reads.
+        "aio" | "cachestat" => Some(libc::ENOSYS),
         // "No xattrs on this filesystem": cp -a, tar and rsync carry on without a warning.
         "xattr-write" => Some(libc::EOPNOTSUPP),
         _ => None,
@@ -239,7 +264,8 @@ const DENIED_COMMON: &[Sys] = sys![
     SYS_acct, SYS_quotactl, SYS_quotactl_fd, SYS_syslog, SYS_name_to_handle_at,
     SYS_open_by_handle_at, SYS_fanotify_init, SYS_fanotify_mark, SYS_nfsservctl,
     SYS_lookup_dcookie, SYS_vhangup, SYS_setxattr, SYS_lsetxattr, SYS_fsetxattr, SYS_removexattr,
-    SYS_lremovexattr, SYS_fremovexattr,
+    SYS_lremovexattr, SYS_fremovexattr, SYS_io_setup, SYS_io_destroy, SYS_io_submit,
+    SYS_io_getevents, SYS_io_cancel,
 ];
 
 #[cfg(target_arch = "x86_64")]
@@ -253,6 +279,8 @@ const DENIED_ARCH: &[Sys] = &[];
 /// Denied syscalls newer (or older) than the `libc` crate's tables.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const DENIED_EXTRA: &[Sys] = &[
+    Sys::new("io_pgetevents", IO_PGETEVENTS),
+    Sys::new("cachestat", 451),
     Sys::new("setxattrat", 463),
     Sys::new("removexattrat", 466),
     Sys::new("open_tree_attr", 467),

@@ -32,7 +32,10 @@ pub(super) enum Outcome {
 
 /// The sandbox policy, compiled, optionally with the sentinel as default errno.
 pub(super) fn filter(network: bool, sentinel: bool) -> CompiledFilter {
-    let policy = SeccompPolicy::sandbox(SeccompOptions { network });
+    let policy = SeccompPolicy::sandbox(SeccompOptions {
+        network,
+        inotify: false,
+    });
     let policy = if sentinel {
         policy.with_default_errno(SENTINEL)
     } else {
@@ -172,13 +175,13 @@ fn wait_for(pid: libc::pid_t, timeout: Duration) -> Outcome {
 
 #[test]
 fn policy_compiles_within_bpf_limits() {
-    for network in [false, true] {
-        let policy = SeccompPolicy::sandbox(SeccompOptions { network });
+    for (network, inotify) in [(false, false), (true, true)] {
+        let policy = SeccompPolicy::sandbox(SeccompOptions { network, inotify });
         let compiled = policy.compile().expect("compiles");
         assert_eq!(
             compiled.programs().len(),
-            3,
-            "allowlist, ENOSYS and EOPNOTSUPP"
+            5,
+            "allowlist, then the overrides: the no-op (errno 0), EPERM, ENOSYS and EOPNOTSUPP"
         );
         for program in compiled.programs() {
             assert!(
@@ -196,7 +199,10 @@ fn policy_compiles_within_bpf_limits() {
 
 #[test]
 fn allowlist_has_no_x32_or_duplicate_numbers() {
-    let policy = SeccompPolicy::sandbox(SeccompOptions { network: true });
+    let policy = SeccompPolicy::sandbox(SeccompOptions {
+        network: true,
+        inotify: false,
+    });
     let mut seen = std::collections::BTreeSet::new();
     for rule in policy.rules() {
         assert!(
@@ -214,6 +220,9 @@ fn allowlist_has_no_x32_or_duplicate_numbers() {
         "unshare",
         "bpf",
         "io_uring_setup",
+        "io_setup",
+        "cachestat",
+        "inotify_init1",
         "setxattr",
     ] {
         assert!(
@@ -233,7 +242,10 @@ fn allowlist_has_no_x32_or_duplicate_numbers() {
 
 #[test]
 fn denied_families_resolve_and_are_not_allowed() {
-    let policy = SeccompPolicy::sandbox(SeccompOptions { network: true });
+    let policy = SeccompPolicy::sandbox(SeccompOptions {
+        network: true,
+        inotify: true,
+    });
     for &(family, names) in SeccompPolicy::denied_families() {
         let resolved = policy.denied().iter().find(|f| f.family == family);
         if cfg!(target_arch = "x86_64") {
@@ -262,6 +274,10 @@ fn a_syscall_both_allowed_and_denied_is_an_error() {
 
 fn assert_family_denied(family: &str) {
     let policy = SeccompPolicy::sandbox(SeccompOptions::default());
+    assert_policy_denies(&policy, family);
+}
+
+fn assert_policy_denies(policy: &SeccompPolicy, family: &str) {
     let Some(fam) = policy.denied().iter().find(|f| f.family == family).cloned() else {
         if cfg!(target_arch = "x86_64") {
             panic!("no family {family}");
@@ -269,7 +285,11 @@ fn assert_family_denied(family: &str) {
         return;
     };
     let normal = policy.compile().expect("compiles");
-    let sentinel = filter(false, true);
+    let sentinel = policy
+        .clone()
+        .with_default_errno(SENTINEL)
+        .compile()
+        .expect("compiles");
     let expected_sentinel = if fam.errno == libc::EPERM {
         SENTINEL
     } else {
@@ -312,6 +332,8 @@ family_tests! {
     denied_keyring => "keyring",
     denied_userfaultfd => "userfaultfd",
     denied_io_uring => "io_uring",
+    denied_aio => "aio",
+    denied_cachestat => "cachestat",
     denied_swap => "swap",
     denied_clock_set => "clock-set",
     denied_host_identity => "host-identity",
@@ -331,6 +353,26 @@ fn every_denied_family_has_a_test() {
         .map(|f| f.0)
         .collect();
     assert_eq!(families, TESTED_FAMILIES);
+}
+
+#[test]
+fn inotify_is_refused_unless_asked_for() {
+    let refused = SeccompPolicy::sandbox(SeccompOptions::default());
+    assert_policy_denies(&refused, "inotify");
+    let allowed = SeccompPolicy::sandbox(SeccompOptions {
+        network: false,
+        inotify: true,
+    });
+    assert!(allowed.denied().iter().all(|f| f.family != "inotify"));
+    let filter = allowed.with_default_errno(SENTINEL).compile().unwrap();
+    let call = || match raw(
+        libc::SYS_inotify_init1,
+        [libc::IN_CLOEXEC as u64, 0, 0, 0, 0, 0],
+    ) {
+        Ok(fd) => code(raw(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0])),
+        Err(errno) => errno,
+    };
+    assert_eq!(run_child(Some(&filter), call), Outcome::Exited(SUCCEEDED));
 }
 
 // ----- Entry points and process creation. -----

@@ -99,16 +99,27 @@ fn socketpair_only_unix() {
 }
 
 #[test]
-fn ioctl_tty_injection_is_denied() {
+fn ioctl_tty_console_and_serial_requests_are_denied() {
     let tiocsti = u64::from(libc::TIOCSTI as u32);
     let cases = [
         (tiocsti, false),
         (u64::from(libc::TIOCLINUX as u32), false),
         // The kernel reads the request as an unsigned int: high bits must not get it through.
         (tiocsti | (1 << 32), false),
+        (0x5423 /* TIOCSETD */, false),
+        (0x5423 | (1 << 40), false),
+        (0x541D /* TIOCCONS */, false),
+        (0x541F /* TIOCSSERIAL */, false),
+        (0x545C /* TIOCMIWAIT */, false),
+        (0x4B3A /* KDSETMODE */, false),
+        (0x4B45 /* KDSKBMODE */, false),
+        (0x5606 /* VT_ACTIVATE */, false),
         (u64::from(libc::TIOCGWINSZ as u32), true),
+        (u64::from(libc::TIOCSWINSZ as u32), true),
         (u64::from(libc::FIONREAD as u32), true),
         (u64::from(libc::TCGETS as u32), true),
+        (0x5424 /* TIOCGETD */, true),
+        (u64::from(libc::TIOCGPGRP as u32), true),
     ];
     let sentinel = filter(false, true);
     let normal = filter(false, false);
@@ -122,6 +133,29 @@ fn ioctl_tty_injection_is_denied() {
         if !allowed {
             assert_eq!(run_child(Some(&normal), call), Outcome::Exited(libc::EPERM));
         }
+    }
+}
+
+#[test]
+fn fadvise_dontneed_is_a_no_op() {
+    // On an invalid fd the kernel answers EBADF: a 0 proves the filter answered instead.
+    let normal = filter(false, false);
+    for (advice, expected) in [
+        (libc::POSIX_FADV_DONTNEED, SUCCEEDED),
+        (libc::POSIX_FADV_WILLNEED, libc::EBADF),
+        (libc::POSIX_FADV_SEQUENTIAL, libc::EBADF),
+    ] {
+        let call = || {
+            code(raw(
+                libc::SYS_fadvise64,
+                [POISON, 0, 0, advice as u64, 0, 0],
+            ))
+        };
+        assert_eq!(
+            run_child(Some(&normal), call),
+            Outcome::Exited(expected),
+            "advice {advice}"
+        );
     }
 }
 

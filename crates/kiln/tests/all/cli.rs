@@ -28,7 +28,9 @@ fn a_bad_file_argument_names_the_file() {
         .args(["exec", "--file", "/no/such/file", "--", "/bin/true"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(125));
+    // A missing file is the user's mistake: exit 2, not Kiln's 125 (item 16 of the hardening
+    // pass).
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/file"));
 }
 
@@ -173,4 +175,148 @@ fn the_jvm_runs_inside_a_small_memory_limit() {
         .unwrap();
     assert!(heap < 96, "max heap {heap} MiB for a 96 MiB limit");
     assert!(r["run"]["memoryBytes"].as_u64().unwrap() <= 96 << 20, "{r}");
+}
+
+/// `kiln ARGS` with `stdin` on its stdin; returns the exit code, stdout and stderr.
+fn kiln_with_stdin(args: &[&str], stdin: &[u8]) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(kiln_bin())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn item7_and_9_files_that_are_not_regular_or_too_big_are_refused_before_reading() {
+    require_isolation!();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo of a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let big = dir.path().join("big");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    for (file, why) in [
+        ("/dev/zero".to_string(), "not a regular file"),
+        (fifo.display().to_string(), "not a regular file"),
+        (dir.path().display().to_string(), "is a directory"),
+        (big.display().to_string(), "do not fit"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = Command::new(kiln_bin())
+            .args(["exec", "--file", &file, "--", "/bin/true"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(err.contains(why), "{file}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{file}"
+        );
+    }
+    // Item 9: a FIFO as stdin that nobody writes: the wall clock still ends the run.
+    let started = std::time::Instant::now();
+    let out = Command::new(kiln_bin())
+        .args(["exec", "--json", "--wall-limit", "1s", "--stdin"])
+        .arg(&fifo)
+        .args(["--", "/bin/cat"])
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["status"], "wall_time_limit", "{r}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn item8_and_12_out_of_range_limits_are_usage_errors() {
+    for flags in [
+        ["--time-limit", "99999999999999999999s"],
+        ["--time-limit", "0"],
+        ["--time-limit", "0s"],
+        ["--wall-limit", "0ms"],
+        ["--pids-limit", "0"],
+        ["--pids-limit", "99999999999"],
+        ["--pids-limit", "18446744073709551615"],
+        ["--memory-limit", "0"],
+        ["--memory-limit", "1"],
+        ["--memory-limit", "1K"],
+        ["--output-limit", "5T"],
+    ] {
+        let out = Command::new(kiln_bin())
+            .arg("exec")
+            .args(flags)
+            .args(["--", "/bin/true"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(flags[0]), "{flags:?}: {err}");
+    }
+}
+
+#[test]
+fn item10_piped_stdin_is_forwarded_by_default() {
+    require_isolation!();
+    let dir = tempfile::tempdir().unwrap();
+    let py = scratch_file(&dir, "hello.py", "print('hello', input())\n");
+    let (code, out, err) = kiln_with_stdin(&["run", &py], b"bob\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, "hello bob\n");
+    let c = scratch_file(
+        &dir,
+        "a.c",
+        "#include <stdio.h>\nint main(void) { int n; if (scanf(\"%d\", &n) != 1) return 9; printf(\"%d\\n\", 2 * n); return 0; }\n",
+    );
+    let (code, out, err) = kiln_with_stdin(&["run", &c], b"21\n");
+    assert_eq!((code, out.as_str()), (Some(0), "42\n"), "{err}");
+    // `--stdin none` closes it whatever the caller's stdin is.
+    let (code, _, _) = kiln_with_stdin(&["run", "--stdin", "none", &c], b"21\n");
+    assert_eq!(code, Some(9));
+    let (code, out, _) = kiln_with_stdin(&["exec", "--", "/bin/cat"], b"through\n");
+    assert_eq!((code, out.as_str()), (Some(0), "through\n"));
+}
+
+#[test]
+fn item16_file_mistakes_are_usage_errors_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(kiln_bin())
+        .args(["run"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    let missing = dir.path().join("missing.py");
+    let out = Command::new(kiln_bin())
+        .arg("run")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    // The cause appears once, not once per layer of the error.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let file = scratch_file(&dir, "a.txt", "x");
+    let out = Command::new(kiln_bin())
+        .args(["exec", "--file", &file, "--file", &file, "--", "/bin/true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("twice"), "{err}");
 }

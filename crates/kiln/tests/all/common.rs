@@ -173,3 +173,107 @@ int main(int argc, char **argv) {{
     );
     CProgram::build(name, &source)
 }
+
+/// A `kiln exec` running in the background, its live stdout read line by line: for checks the
+/// host makes while a sandboxed program holds something. Its stdin is a pipe the test closes with
+/// [`Background::release`].
+pub struct Background {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Background {
+    /// Starts `kiln exec FLAGS -- ARGV` (live output, no `--json`).
+    pub fn start(flags: &[&str], argv: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(kiln_bin())
+            .arg("exec")
+            .args(flags)
+            .arg("--")
+            .args(argv)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start kiln exec");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let err_tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = err_tx.send(format!("stderr: {line}"));
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 30 s) for a line starting with `prefix` and returns it.
+    pub fn wait_line(&mut self, prefix: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no line starting with {prefix:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Closes the program's stdin (a program waiting for EOF then ends).
+    pub fn release(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
+    /// Closes stdin, waits for the run to end; returns its exit status and the lines not yet read.
+    pub fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        self.release();
+        let status = self.child.wait().expect("wait for kiln exec");
+        let mut rest = std::mem::take(&mut self.seen);
+        rest.extend(self.lines.try_iter());
+        (status, rest)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl CProgram {
+    /// Runs it in a sandbox in the background as `/workspace/<name>`.
+    pub fn start(&self, flags: &[&str], args: &[&str]) -> Background {
+        let name = self
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let file = format!("{}:{name}", self.path.display());
+        let mut all = vec!["--file", file.as_str()];
+        all.extend_from_slice(flags);
+        let prog = format!("/workspace/{name}");
+        let mut argv = vec![prog.as_str()];
+        argv.extend_from_slice(args);
+        Background::start(&all, &argv)
+    }
+}

@@ -312,3 +312,74 @@ fn server_environment_is_not_visible() {
     assert!(!r.stdout().contains("hunter2"), "{}", r.stdout());
     assert!(r.stdout().contains("HOME=/workspace"), "{}", r.stdout());
 }
+
+#[test]
+fn s7_inotify_is_refused_unless_the_run_asks_for_it() {
+    require_isolation!();
+    let body = "int fd = inotify_init1(IN_CLOEXEC); printf(\"%d %d\\n\", fd >= 0, fd < 0 ? errno : 0); return 0;";
+    let prog = crate::common::CProgram::build(
+        "inotify",
+        &format!(
+            "#include <errno.h>\n#include <stdio.h>\n#include <sys/inotify.h>\nint main(void) {{ {body} }}\n"
+        ),
+    );
+    let r = prog.run(&[], &[]);
+    assert_eq!(r.stdout(), format!("0 {}\n", libc::ENOSYS), "{}", r.json);
+    let r = prog.run(&["--allow-inotify"], &[]);
+    assert_eq!(r.stdout(), "1 0\n", "{}", r.json);
+}
+
+#[test]
+fn s8_proc_shows_nothing_of_the_host() {
+    require_isolation!();
+    let masked = "/proc/cmdline /proc/config.gz /proc/diskstats /proc/partitions /proc/kallsyms \
+                  /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /proc/interrupts \
+                  /proc/locks /proc/modules /proc/swaps /proc/zoneinfo";
+    let r = sh(
+        &[],
+        &format!(
+            "for f in {masked}; do if [ -e $f ] && [ -n \"$(head -c 1 $f 2>/dev/null)\" ]; then echo \"shows $f\"; fi; done; \
+             for d in /proc/pressure /proc/acpi /proc/scsi /proc/fs /proc/bus /proc/irq; do \
+             if [ -n \"$(ls -A $d 2>/dev/null)\" ]; then echo \"shows $d\"; fi; done; \
+             echo 1 > /proc/sysrq-trigger 2>/dev/null && echo wrote-sysrq; \
+             cat /proc/sys/kernel/random/boot_id"
+        ),
+    );
+    assert_eq!(r.status(), "ok", "{}", r.json);
+    let lines: Vec<&str> = r.stdout().lines().collect();
+    assert_eq!(lines.len(), 1, "{}", r.stdout());
+    let host_boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(lines[0].len(), 36, "{}", lines[0]);
+    assert_ne!(lines[0], host_boot_id.trim(), "the host's boot id");
+    // What a program needs of /proc is still there.
+    let r = sh(&[], "head -c 9 /proc/cpuinfo >/dev/null && grep -c MemTotal /proc/meminfo && cut -d' ' -f2 /proc/self/stat");
+    assert_eq!(r.stdout(), "1\n(cut)\n", "{}", r.json);
+}
+
+#[test]
+fn s9_tty_line_discipline_and_console_ioctls_are_refused() {
+    require_isolation!();
+    let body = r#"int m = posix_openpt(O_RDWR | O_NOCTTY); if (m < 0) return 90;
+grantpt(m); unlockpt(m); int s = open(ptsname(m), O_RDWR | O_NOCTTY); if (s < 0) return 91;
+int ldisc = 13; /* N_HDLC */
+int setd = ioctl(s, TIOCSETD, &ldisc) < 0 ? errno : 0;
+int kd = ioctl(s, 0x4B3A /* KDSETMODE */, 1) < 0 ? errno : 0;
+int vt = ioctl(s, 0x5606 /* VT_ACTIVATE */, 1) < 0 ? errno : 0;
+int sti = ioctl(s, TIOCSTI, "x") < 0 ? errno : 0;
+struct winsize w; int ws = ioctl(s, TIOCGWINSZ, &w) < 0 ? errno : 0;
+printf("%d %d %d %d %d\n", setd, kd, vt, sti, ws); return 0;"#;
+    let prog = crate::common::CProgram::build(
+        "ioctls",
+        &format!(
+            "#define _GNU_SOURCE\n#include <errno.h>\n#include <fcntl.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <sys/ioctl.h>\n#include <termios.h>\nint main(void) {{ {body} }}\n"
+        ),
+    );
+    let r = prog.run(&[], &[]);
+    let eperm = libc::EPERM;
+    assert_eq!(
+        r.stdout(),
+        format!("{eperm} {eperm} {eperm} {eperm} 0\n"),
+        "{}",
+        r.json
+    );
+}
