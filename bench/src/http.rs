@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
-use kiln_engine::program::run_limits;
-use kiln_engine::{run_program, Engine, Program, Status, StdinSource, Stream};
-use kiln_lang::{Language, SourceFile, StageLimits};
+use kiln_engine::{Engine, LimitOverrides, SandboxShape, Status, StdinSource, Stream};
+use kiln_lang::{Language, SourceFile};
+use kiln_workload::{run_limits, run_program, Program};
 use serde_json::{json, Value};
 
 pub use crate::http_throughput::Rate;
@@ -385,7 +385,7 @@ async fn engine_hello(engine: &Engine, python: &Language) -> Result<Timing> {
 
 /// `run_program` of the hello world, checked; returns the run stage's wall time.
 pub(crate) async fn engine_run(engine: &Engine, python: Language) -> Result<Duration> {
-    let limits = run_limits(&python, &StageLimits::default());
+    let limits = run_limits(&python, &LimitOverrides::default());
     let program = Program {
         language: python,
         files: vec![SourceFile {
@@ -395,6 +395,7 @@ pub(crate) async fn engine_run(engine: &Engine, python: Language) -> Result<Dura
         args: Vec::new(),
         stdin: StdinSource::Closed,
         limits,
+        shape: SandboxShape::default(),
     };
     let mut stdout = Vec::new();
     let mut sink = |s: Stream, c: &[u8]| {

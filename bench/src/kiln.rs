@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kiln_engine::{Engine, EngineConfig, EngineError, Limits, RunSpec, Sandbox, Status, Stream};
+use kiln_engine::{
+    Engine, EngineConfig, EngineError, Limits, RunSpec, Sandbox, SandboxShape, Status, Stream,
+};
 use tokio::task::JoinHandle;
 
 /// How long the pool may take to fill before the bench gives up (creation is failing, most likely).
@@ -84,7 +86,7 @@ impl Kiln {
     /// Creates a sandbox now, runs `argv` in it and destroys it, timing each step.
     pub async fn cold(&self, argv: &[&str]) -> Result<ColdTiming> {
         let t0 = Instant::now();
-        let sandbox = self.engine.sandbox_cold(&Limits::default()).await?;
+        let sandbox = self.engine.sandbox_cold(&SandboxShape::default()).await?;
         let t1 = Instant::now();
         let ran = run_ok(&sandbox, argv).await;
         let t2 = Instant::now();
@@ -105,7 +107,7 @@ impl Kiln {
         // served from it (take happens before the first await in `Engine::sandbox`).
         let from_pool = self.engine.pool_ready() > 0;
         let t0 = Instant::now();
-        let sandbox = self.engine.sandbox(&Limits::default()).await?;
+        let sandbox = self.engine.sandbox(&SandboxShape::default()).await?;
         let t1 = Instant::now();
         let ran = run_ok(&sandbox, argv).await;
         let t2 = Instant::now();

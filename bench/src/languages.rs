@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use kiln_engine::program::run_limits;
 use kiln_engine::runner::default_env;
-use kiln_engine::{run_program, Limits, Program, Status, StdinSource, Stream};
+use kiln_engine::{Limits, SandboxShape, Status, StdinSource, Stream};
 use kiln_lang::corpus::Corpus;
 use kiln_lang::{Catalog, Detected, Language, Recipe, SourceFile, Stage};
+use kiln_workload::{limit_overrides, run_limits, run_program, Program};
 use serde_json::{json, Value};
 
 use crate::kiln::Kiln;
@@ -166,7 +166,7 @@ impl Hello {
         if let Some(i) = files.iter().position(|f| f.name == language.entry) {
             files.swap(0, i);
         }
-        let limits = run_limits(language, &case.limits);
+        let limits = run_limits(language, &limit_overrides(&case.limits));
         let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
         let memory_mb = limits.memory_bytes.map(|b| b >> 20);
         let recipe = language.recipe(&names, &case.args, memory_mb)?;
@@ -295,6 +295,7 @@ async fn in_kiln(kiln: &Kiln, hello: &Hello) -> Result<Timing> {
         args: hello.args.clone(),
         stdin: StdinSource::Closed,
         limits: hello.limits.clone(),
+        shape: SandboxShape::default(),
     };
     let mut stdout = Vec::new();
     let mut other = Vec::new();

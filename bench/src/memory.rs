@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use kiln_engine::{Limits, Sandbox};
+use kiln_engine::{Sandbox, SandboxShape};
 use serde_json::{json, Value};
 
 use crate::kiln::Kiln;
@@ -154,7 +154,7 @@ async fn round(kiln: &mut Kiln, n: usize) -> Result<Round> {
     let before = host_used_stable().await?;
     let mut held: Vec<Sandbox> = Vec::with_capacity(n);
     for _ in 0..n {
-        held.push(kiln.engine.sandbox_cold(&Limits::default()).await?);
+        held.push(kiln.engine.sandbox_cold(&SandboxShape::default()).await?);
     }
     tokio::time::sleep(QUIET).await;
     let (after, after_raw) = host_used().await?;

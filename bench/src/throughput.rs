@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use kiln_engine::{Engine, Limits};
+use kiln_engine::{Engine, SandboxShape};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
@@ -175,7 +175,7 @@ async fn batch_of(
 
 /// Take (pool or cold), run and destroy: the whole cost of a run to a server using the pool.
 async fn kiln_run(engine: Engine) -> Result<()> {
-    let sandbox = engine.sandbox(&Limits::default()).await?;
+    let sandbox = engine.sandbox(&SandboxShape::default()).await?;
     let ran = run_ok(&sandbox, TRUE).await;
     sandbox.destroy().await?;
     ran

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use kiln_jail::cgroup::SandboxCgroup;
+use kiln_jail::cgroup::{CgroupLimits, SandboxCgroup};
 use kiln_jail::protocol::{Reply, Request, SpawnRequest, WardenConfig};
 use kiln_jail::sandbox::{Jail, JailConfig, SandboxError, SandboxHandle, SandboxSpec};
 use kiln_jail::uids::UidRange;
 
 use crate::control::{Answer, Control, WardenGone};
-use crate::limits::{Limits, Network};
+use crate::limits::{Accounting, Limits, Network, SandboxShape};
 use crate::pool::Pool;
 use crate::process::Process;
 
@@ -78,9 +78,8 @@ pub struct EngineConfig {
     pub uid_lock_dir: PathBuf,
     /// How many ready sandboxes the pool keeps (0: no pool).
     pub pool_size: usize,
-    /// The limits pooled sandboxes are made with (tmpfs sizes and network must match a run's to use
-    /// one; the cgroup limits are rewritten per run).
-    pub pool_limits: Limits,
+    /// The shape of pooled sandboxes: a request for this shape takes one.
+    pub pool_shape: SandboxShape,
 }
 
 impl EngineConfig {
@@ -92,7 +91,7 @@ impl EngineConfig {
             uids: UidRange::default(),
             uid_lock_dir: PathBuf::from(kiln_jail::uids::DEFAULT_LOCK_DIR),
             pool_size: 0,
-            pool_limits: Limits::default(),
+            pool_shape: SandboxShape::default(),
         }
     }
 }
@@ -117,7 +116,8 @@ impl Shared {
     /// Creates a sandbox on the calling (blocking) thread.
     pub(crate) fn create_blocking(
         &self,
-        limits: &Limits,
+        shape: &SandboxShape,
+        limits: &CgroupLimits,
         ro_binds: &[(PathBuf, PathBuf)],
     ) -> Result<SandboxHandle, SandboxError> {
         let id = Jail::sandbox_name(self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -125,17 +125,18 @@ impl Shared {
             id,
             warden: WardenConfig {
                 hostname: "kiln".into(),
-                tmp_bytes: limits.tmp_bytes,
-                workspace_bytes: limits.workspace_bytes,
+                tmp_bytes: shape.tmp_bytes,
+                workspace_bytes: shape.workspace_bytes,
                 ro_binds: ro_binds.to_vec(),
-                network: limits.network != Network::None,
-                inotify: limits.inotify,
-                ptys_max: limits.ptys,
+                network: shape.network != Network::None,
+                inotify: shape.inotify,
+                ptys_max: shape.ptys,
                 oom_score_adj: PROGRAM_OOM_SCORE_ADJ,
                 sandbox_uid: SANDBOX_UID,
                 sandbox_gid: SANDBOX_UID,
             },
-            limits: limits.cgroup(),
+            limits: limits.clone(),
+            accounting: shape.accounting,
         };
         self.jail.create(&spec)
     }
@@ -146,7 +147,7 @@ impl Shared {
 pub struct Engine {
     shared: Arc<Shared>,
     pool: Option<Arc<Pool>>,
-    pool_limits: Limits,
+    pool_shape: SandboxShape,
 }
 
 impl Engine {
@@ -164,11 +165,11 @@ impl Engine {
             retiring: Retiring::default(),
         });
         let pool = (cfg.pool_size > 0)
-            .then(|| Pool::start(shared.clone(), cfg.pool_size, cfg.pool_limits.clone()));
+            .then(|| Pool::start(shared.clone(), cfg.pool_size, cfg.pool_shape.clone()));
         Ok(Self {
             shared,
             pool,
-            pool_limits: cfg.pool_limits,
+            pool_shape: cfg.pool_shape,
         })
     }
 
@@ -217,48 +218,56 @@ impl Engine {
         }
     }
 
-    /// A fresh sandbox with `limits`: from the pool when one fits, otherwise created now.
-    pub async fn sandbox(&self, limits: &Limits) -> Result<Sandbox, EngineError> {
+    /// A fresh sandbox of `shape`: from the pool when one fits, otherwise created now. Each run
+    /// in it sets the sandbox's cgroup limits to its own (see [`crate::runner::run`]).
+    pub async fn sandbox(&self, shape: &SandboxShape) -> Result<Sandbox, EngineError> {
         if let Some(pool) = &self.pool {
-            if limits.same_shape(&self.pool_limits) {
+            if *shape == self.pool_shape {
                 if let Some(handle) = pool.take() {
                     handle
                         .set_nice(0)
                         .map_err(io_err("reset the warden's priority"))?;
-                    // A pooled sandbox already has the pool's limits; most runs ask for those.
-                    let wanted = limits.cgroup();
-                    if wanted != self.pool_limits.cgroup() {
-                        if let Some(cg) = handle.cgroup() {
-                            cg.set_limits(&wanted)
-                                .map_err(|e| EngineError::Sandbox(e.into()))?;
-                        }
-                    }
-                    return Sandbox::from_handle(handle);
+                    return Sandbox::from_handle(handle, Limits::default().cgroup());
                 }
             }
         }
-        self.sandbox_cold(limits).await
+        self.sandbox_cold(shape).await
     }
 
     /// A sandbox created now, never from the pool.
-    pub async fn sandbox_cold(&self, limits: &Limits) -> Result<Sandbox, EngineError> {
-        self.sandbox_with_binds(limits, &[]).await
+    pub async fn sandbox_cold(&self, shape: &SandboxShape) -> Result<Sandbox, EngineError> {
+        self.create(shape, &Limits::default(), &[]).await
     }
 
     /// A sandbox created now with extra read-only bind mounts (host path, path inside), such as a
     /// toolchain's files outside `/usr`.
     pub async fn sandbox_with_binds(
         &self,
-        limits: &Limits,
+        shape: &SandboxShape,
+        ro_binds: &[(PathBuf, PathBuf)],
+    ) -> Result<Sandbox, EngineError> {
+        self.create(shape, &Limits::default(), ro_binds).await
+    }
+
+    /// A sandbox created now whose processes together may use `total` (its memory, processes and
+    /// CPU share): the shape of a long-lived environment, whose processes each have a group of
+    /// their own inside.
+    pub async fn create(
+        &self,
+        shape: &SandboxShape,
+        total: &Limits,
         ro_binds: &[(PathBuf, PathBuf)],
     ) -> Result<Sandbox, EngineError> {
         let shared = self.shared.clone();
-        let limits = limits.clone();
+        let shape = shape.clone();
+        let cgroup = total.cgroup();
         let binds = ro_binds.to_vec();
-        let handle = tokio::task::spawn_blocking(move || shared.create_blocking(&limits, &binds))
-            .await
-            .map_err(|e| EngineError::Warden(format!("sandbox creation panicked: {e}")))??;
-        Sandbox::from_handle(handle)
+        let limits = cgroup.clone();
+        let handle =
+            tokio::task::spawn_blocking(move || shared.create_blocking(&shape, &limits, &binds))
+                .await
+                .map_err(|e| EngineError::Warden(format!("sandbox creation panicked: {e}")))??;
+        Sandbox::from_handle(handle, cgroup)
     }
 }
 
@@ -269,18 +278,33 @@ pub struct Sandbox {
     control: Arc<Control>,
     root: PathBuf,
     host_ids: (u32, u32),
+    accounting: Accounting,
+    /// The sandbox group's limits as last written, so a run asking for the same skips the writes.
+    limits: std::sync::Mutex<CgroupLimits>,
+    next_group: AtomicU64,
 }
 
 impl Sandbox {
-    pub(crate) fn from_handle(mut handle: SandboxHandle) -> Result<Self, EngineError> {
+    pub(crate) fn from_handle(
+        mut handle: SandboxHandle,
+        limits: CgroupLimits,
+    ) -> Result<Self, EngineError> {
         let fd = handle.take_control().ok_or(EngineError::WardenGone)?;
         let control = Arc::new(Control::new(fd).map_err(io_err("control socket"))?);
         Ok(Self {
             root: handle.root_path(),
             host_ids: handle.host_ids(),
+            accounting: handle.accounting(),
             handle: Some(handle),
             control,
+            limits: std::sync::Mutex::new(limits),
+            next_group: AtomicU64::new(1),
         })
+    }
+
+    /// How the sandbox's processes are accounted.
+    pub fn accounting(&self) -> Accounting {
+        self.accounting
     }
 
     /// The sandbox's name.
@@ -313,36 +337,76 @@ impl Sandbox {
         self.handle.as_ref().and_then(|h| h.cgroup())
     }
 
-    /// Rewrites the sandbox's cgroup limits (between the stages of a program).
+    /// Gives the sandbox's own group `limits` for the run about to start (unless it has them
+    /// already) and starts a new peak-memory measurement. For one run at a time: see
+    /// [`Accounting::Sandbox`].
     pub fn set_limits(&self, limits: &Limits) -> Result<(), EngineError> {
-        if let Some(cg) = self.cgroup() {
-            cg.set_limits(&limits.cgroup())
+        let Some(cg) = self.cgroup() else {
+            return Ok(());
+        };
+        let wanted = limits.cgroup();
+        let mut current = self.limits.lock().expect("limits lock");
+        if *current != wanted {
+            cg.set_limits(&wanted)
                 .map_err(|e| EngineError::Sandbox(e.into()))?;
-            cg.reset_peak()
-                .map_err(|e| EngineError::Sandbox(e.into()))?;
+            *current = wanted;
         }
+        cg.reset_peak()
+            .map_err(|e| EngineError::Sandbox(e.into()))?;
         Ok(())
     }
 
-    /// Starts `argv` in the sandbox with piped stdio.
-    pub async fn spawn(&self, req: SpawnRequest) -> Result<Process, EngineError> {
+    /// Starts `argv` in the sandbox with piped stdio. In a sandbox of [`Accounting::PerProcess`],
+    /// the process gets a group of its own with `limits`' memory, process and CPU caps, which it
+    /// joins before anything else; otherwise it runs in the sandbox's group.
+    pub async fn spawn(&self, req: SpawnRequest, limits: &Limits) -> Result<Process, EngineError> {
+        let (group, procs) = match (self.accounting, self.cgroup()) {
+            (Accounting::PerProcess, Some(cg)) => {
+                let (group, procs) = self.process_group(cg, limits).await?;
+                (Some(group), procs)
+            }
+            _ => (None, Vec::new()),
+        };
         let (stdin_r, stdin_w) = host_pipe(false)?;
         let (stdout_r, stdout_w) = host_pipe(true)?;
         let (stderr_r, stderr_w) = host_pipe(true)?;
-        let fds = [stdin_r.as_fd(), stdout_w.as_fd(), stderr_w.as_fd()];
-        let answer = self.control.request(&Request::Spawn(req), &fds).await?;
-        drop((stdin_r, stdout_w, stderr_w));
-        match answer {
+        let mut fds = vec![stdin_r.as_fd(), stdout_w.as_fd(), stderr_w.as_fd()];
+        fds.extend(procs.iter().map(AsFd::as_fd));
+        let answer = self.control.request(&Request::Spawn(req), &fds).await;
+        drop((stdin_r, stdout_w, stderr_w, procs));
+        let spawned = match answer? {
             Answer::Spawned { pid, exit } => Process::new(
                 pid,
                 [stdin_w, stdout_r, stderr_r],
                 exit,
                 self.control.clone(),
+                group,
             )
             .map_err(io_err("process stdio")),
             Answer::Reply(Reply::Failed { message, .. }) => Err(EngineError::Warden(message)),
             Answer::Reply(other) => Err(EngineError::Warden(format!("unexpected reply {other:?}"))),
-        }
+        };
+        spawned
+    }
+
+    /// A new group of the sandbox's for one process, with the process's caps, and its
+    /// `cgroup.procs` files for the process to join.
+    async fn process_group(
+        &self,
+        cg: &SandboxCgroup,
+        limits: &Limits,
+    ) -> Result<(SandboxCgroup, Vec<OwnedFd>), EngineError> {
+        let name = format!("p{}", self.next_group.fetch_add(1, Ordering::Relaxed));
+        let parent = cg.as_parent();
+        let caps = limits.cgroup();
+        tokio::task::spawn_blocking(move || {
+            let group = parent.create(&name, &caps)?;
+            let procs = group.open_procs_files()?;
+            Ok((group, procs))
+        })
+        .await
+        .map_err(|e| EngineError::Warden(format!("process group creation panicked: {e}")))?
+        .map_err(|e: kiln_jail::cgroup::CgroupError| EngineError::Sandbox(e.into()))
     }
 
     /// Kills every process in the sandbox but its warden, daemons included, and returns once they

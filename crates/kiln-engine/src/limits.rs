@@ -1,4 +1,6 @@
-//! The limits of one run, their defaults, and how they map onto cgroups and rlimits.
+//! What a sandbox is ([`SandboxShape`]: how it is built, fixed for its life) and what one run in
+//! it may use ([`Limits`]: its clocks and caps, their defaults, and how they map onto cgroups and
+//! rlimits), with the one way limits are overridden ([`LimitOverrides`], [`Limits::merged`]).
 
 use std::time::Duration;
 
@@ -13,6 +15,41 @@ pub enum Network {
     /// Only a loopback interface of its own.
     #[default]
     None,
+}
+
+pub use kiln_jail::sandbox::Accounting;
+
+/// How a sandbox is built: its filesystems, network, seccomp options and accounting. Fixed for
+/// the sandbox's life; a pooled sandbox serves a request of the same shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxShape {
+    /// Size of `/tmp`.
+    pub tmp_bytes: u64,
+    /// Size of `/workspace`.
+    pub workspace_bytes: u64,
+    /// The network.
+    pub network: Network,
+    /// Whether programs may use inotify (long-lived environments); refused by default.
+    pub inotify: bool,
+    /// The most pseudo-terminals open at once in the sandbox.
+    pub ptys: u32,
+    /// How its processes are accounted: by the sandbox's group (one run at a time) or each in a
+    /// group of its own.
+    pub accounting: Accounting,
+}
+
+impl Default for SandboxShape {
+    fn default() -> Self {
+        Self {
+            tmp_bytes: 64 << 20,
+            workspace_bytes: 64 << 20,
+            network: Network::None,
+            inotify: false,
+            ptys: DEFAULT_PTYS,
+            accounting: Accounting::Sandbox,
+        }
+    }
 }
 
 /// Every limit a run can set. `None` means "no limit of this kind".
@@ -39,22 +76,28 @@ pub struct Limits {
     pub stack_bytes: Option<u64>,
     /// CPU share: at most this many CPUs' worth of time per period.
     pub cpus: Option<f64>,
-    /// Size of `/tmp`.
-    pub tmp_bytes: u64,
-    /// Size of `/workspace`.
-    pub workspace_bytes: u64,
-    /// The network.
-    pub network: Network,
-    /// Whether programs may use inotify (long-lived environments); refused by default.
-    #[serde(default)]
-    pub inotify: bool,
-    /// The most pseudo-terminals open at once in the sandbox.
-    #[serde(default = "default_ptys")]
-    pub ptys: u32,
 }
 
-fn default_ptys() -> u32 {
-    DEFAULT_PTYS
+/// Limits that replace some of a run's: a language's stage, a client's request. `None` keeps
+/// the limit as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    /// Wall-clock time.
+    pub wall_time: Option<Duration>,
+    /// CPU time.
+    pub cpu_time: Option<Duration>,
+    /// Time without output and without stdin.
+    pub idle_time: Option<Duration>,
+    /// Memory.
+    pub memory_bytes: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u64>,
+    /// Bytes of output kept.
+    pub output_bytes: Option<u64>,
+    /// Largest file written.
+    pub file_size_bytes: Option<u64>,
+    /// Open file descriptors per process.
+    pub open_files: Option<u64>,
 }
 
 /// Pseudo-terminals per sandbox by default: enough for a shell and a few tools; the host's
@@ -74,11 +117,6 @@ impl Default for Limits {
             open_files: Some(256),
             stack_bytes: Some(8 << 20),
             cpus: None,
-            tmp_bytes: 64 << 20,
-            workspace_bytes: 64 << 20,
-            network: Network::None,
-            inotify: false,
-            ptys: DEFAULT_PTYS,
         }
     }
 }
@@ -97,14 +135,21 @@ pub const OPEN_FILES_MAX: u64 = 1 << 20;
 pub const SIGPENDING: u64 = 4096;
 
 impl Limits {
-    /// Whether a sandbox made for `other` is built the same way as one for `self` (its mounts,
-    /// network and seccomp options), so a pooled one can serve.
-    pub fn same_shape(&self, other: &Limits) -> bool {
-        self.tmp_bytes == other.tmp_bytes
-            && self.workspace_bytes == other.workspace_bytes
-            && self.network == other.network
-            && self.inotify == other.inotify
-            && self.ptys == other.ptys
+    /// These limits with every one that `overrides` sets replaced: the one merge of limits, for
+    /// a language's stage over the defaults and a client's request over those.
+    pub fn merged(&self, overrides: &LimitOverrides) -> Limits {
+        let o = overrides;
+        Limits {
+            wall_time: o.wall_time.or(self.wall_time),
+            cpu_time: o.cpu_time.or(self.cpu_time),
+            idle_time: o.idle_time.or(self.idle_time),
+            memory_bytes: o.memory_bytes.or(self.memory_bytes),
+            pids: o.pids.or(self.pids),
+            output_bytes: o.output_bytes.or(self.output_bytes),
+            file_size_bytes: o.file_size_bytes.or(self.file_size_bytes),
+            open_files: o.open_files.or(self.open_files),
+            ..self.clone()
+        }
     }
 
     /// The sandbox cgroup's limits for these run limits.
@@ -165,7 +210,7 @@ mod tests {
         limits
             .rlimits()
             .into_iter()
-            .find(|r| r.resource == resource as u32)
+            .find(|r| r.resource == resource)
             .map(|r| r.limit)
     }
 

@@ -10,7 +10,7 @@ use kiln_jail::sandbox::SandboxHandle;
 use tokio::sync::Notify;
 
 use crate::engine::Shared;
-use crate::limits::Limits;
+use crate::limits::{Limits, SandboxShape};
 
 /// How many sandboxes are created at once while refilling (2 cores: more would only queue).
 const REFILL_WORKERS: usize = 2;
@@ -59,7 +59,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn start(shared: Arc<Shared>, size: usize, limits: Limits) -> Arc<Self> {
+    pub(crate) fn start(shared: Arc<Shared>, size: usize, shape: SandboxShape) -> Arc<Self> {
         let pool = Arc::new(Self {
             ready: Mutex::new(VecDeque::with_capacity(size)),
             size,
@@ -70,7 +70,7 @@ impl Pool {
         for _ in 0..REFILL_WORKERS.min(size) {
             let pool = Arc::downgrade(&pool);
             let shared = shared.clone();
-            let limits = limits.clone();
+            let shape = shape.clone();
             tokio::spawn(async move {
                 loop {
                     let Some(p) = pool.upgrade() else { return };
@@ -85,13 +85,13 @@ impl Pool {
                         continue;
                     }
                     drop(p);
-                    let (s, l) = (shared.clone(), limits.clone());
+                    let (s, shape) = (shared.clone(), shape.clone());
                     let made = tokio::task::spawn_blocking(move || {
                         // Refills must not steal the CPU from the runs they are getting ready
                         // for: the sandbox is built at a lower priority (the warden inherits it
                         // and gets it back when it is taken).
                         let _background = Background::enter();
-                        s.create_blocking(&l, &[])
+                        s.create_blocking(&shape, &Limits::default().cgroup(), &[])
                     })
                     .await;
                     let Some(p) = pool.upgrade() else { return };

@@ -3,6 +3,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use kiln_jail::cgroup::SandboxCgroup;
 use kiln_jail::protocol::{ExitStatus, Reply, Request};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
@@ -23,6 +24,8 @@ pub struct Process {
     exit: Option<oneshot::Receiver<ExitStatus>>,
     status: Option<ExitStatus>,
     control: Arc<Control>,
+    /// Its own group, in a sandbox that accounts each process on its own.
+    group: Option<Arc<SandboxCgroup>>,
 }
 
 impl Process {
@@ -31,6 +34,7 @@ impl Process {
         stdio: [OwnedFd; 3],
         exit: oneshot::Receiver<ExitStatus>,
         control: Arc<Control>,
+        group: Option<SandboxCgroup>,
     ) -> std::io::Result<Self> {
         let [stdin, stdout, stderr] = stdio;
         Ok(Self {
@@ -41,7 +45,14 @@ impl Process {
             exit: Some(exit),
             status: None,
             control,
+            group: group.map(Arc::new),
         })
+    }
+
+    /// Its own group (with everything it started), when the sandbox accounts each process on its
+    /// own.
+    pub fn group(&self) -> Option<Arc<SandboxCgroup>> {
+        self.group.clone()
     }
 
     /// Its pid inside the sandbox.
@@ -63,9 +74,32 @@ impl Process {
         }
     }
 
-    /// Kills the process and everything in its process group.
+    /// Kills the process and everything it started: its whole group when it has one (daemons
+    /// that left its session included), else its process group.
     pub async fn kill(&self) -> Result<(), EngineError> {
-        self.signal(libc::SIGKILL, true).await
+        match &self.group {
+            Some(group) => {
+                let group = Arc::clone(group);
+                tokio::task::spawn_blocking(move || group.kill())
+                    .await
+                    .map_err(|e| EngineError::Warden(format!("kill panicked: {e}")))?
+                    .map_err(|e| EngineError::Sandbox(e.into()))
+            }
+            None => self.signal(libc::SIGKILL, true).await,
+        }
+    }
+
+    /// Removes the process's own group once its processes are gone (in the background).
+    pub fn release_group(&mut self) {
+        if let Some(group) = self.group.take() {
+            tokio::task::spawn_blocking(move || {
+                if let Ok(group) = Arc::try_unwrap(group) {
+                    if let Err(e) = group.remove() {
+                        tracing::warn!(error = %e, "removing a process's cgroup");
+                    }
+                }
+            });
+        }
     }
 
     /// Waits for the process to end.

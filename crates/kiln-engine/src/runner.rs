@@ -8,7 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::engine::{EngineError, Sandbox};
-use crate::limits::Limits;
+use crate::limits::{Accounting, Limits};
+use crate::process::Process;
 use crate::verdict::{decide, signal_name, KillReason, Outcome, RunResult, Status};
 
 /// How often the CPU and idle clocks are checked.
@@ -138,10 +139,43 @@ async fn run_inner(
     sandbox: &Sandbox,
     spec: RunSpec,
     sink: &mut dyn OutputSink,
+    kill: Option<&mut tokio::sync::oneshot::Receiver<()>>,
+) -> Result<RunResult, EngineError> {
+    let limits = spec.limits.clone();
+    if sandbox.accounting() == Accounting::Sandbox {
+        // The sandbox's own group is the run's: its limits are the run's.
+        sandbox.set_limits(&limits)?;
+    }
+    let started = Instant::now();
+    let mut proc = sandbox
+        .spawn(
+            SpawnRequest {
+                argv: spec.argv,
+                env: spec.env,
+                cwd: spec.cwd,
+                rlimits: limits.rlimits(),
+            },
+            &limits,
+        )
+        .await?;
+    let result = supervise(sandbox, &mut proc, spec.stdin, &limits, started, sink, kill).await;
+    proc.release_group();
+    result
+}
+
+/// Runs a spawned process to its verdict, reading its figures from its own group if it has one,
+/// else from the sandbox's.
+async fn supervise(
+    sandbox: &Sandbox,
+    proc: &mut Process,
+    input: StdinSource,
+    limits: &Limits,
+    started: Instant,
+    sink: &mut dyn OutputSink,
     mut kill: Option<&mut tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<RunResult, EngineError> {
-    let limits = spec.limits;
-    let cgroup = sandbox.cgroup();
+    let own = proc.group();
+    let cgroup = own.as_deref().or(sandbox.cgroup());
     let cpu0 = cgroup.and_then(|c| c.cpu_usage().ok()).unwrap_or_default();
     let oom0 = cgroup.and_then(|c| c.oom_kills().ok()).unwrap_or(0);
     // What the sandbox already holds (the warden, files an earlier stage left in the page cache) is
@@ -149,15 +183,6 @@ async fn run_inner(
     let mem0 = cgroup
         .and_then(|c| c.memory_current().ok().flatten())
         .unwrap_or(0);
-    let started = Instant::now();
-    let mut proc = sandbox
-        .spawn(SpawnRequest {
-            argv: spec.argv,
-            env: spec.env,
-            cwd: spec.cwd,
-            rlimits: limits.rlimits(),
-        })
-        .await?;
     let mut exit_rx = proc.take_exit().ok_or(EngineError::WardenGone)?;
 
     let (out_tx, mut out_rx) = mpsc::channel::<(Stream, Vec<u8>)>(8);
@@ -181,7 +206,7 @@ async fn run_inner(
     let (input_tx, mut input_rx) = mpsc::channel::<()>(1);
     let mut stdin_task = None;
     if let Some(mut stdin) = proc.stdin.take() {
-        let source = spec.stdin;
+        let source = input;
         stdin_task = Some(tokio::spawn(async move {
             match source {
                 StdinSource::Closed => {}

@@ -17,6 +17,8 @@ use crate::protocol::{Rlimit, SpawnRequest};
 pub enum ExecStep {
     /// Restoring signal dispositions and mask.
     Signals = 1,
+    /// Joining the process's own cgroup.
+    Cgroup,
     /// `setsid`.
     Session,
     /// Wiring stdin, stdout and stderr.
@@ -45,8 +47,9 @@ impl ExecStep {
         Self::ALL.into_iter().find(|s| *s as u32 == v)
     }
 
-    const ALL: [ExecStep; 11] = [
+    const ALL: [ExecStep; 12] = [
         ExecStep::Signals,
+        ExecStep::Cgroup,
         ExecStep::Session,
         ExecStep::Stdio,
         ExecStep::CloseFds,
@@ -63,6 +66,7 @@ impl ExecStep {
     pub fn name(self) -> &'static str {
         match self {
             ExecStep::Signals => "signals",
+            ExecStep::Cgroup => "join cgroup",
             ExecStep::Session => "setsid",
             ExecStep::Stdio => "stdio",
             ExecStep::CloseFds => "close fds",
@@ -181,16 +185,22 @@ impl ExecPlan {
         })
     }
 
-    /// Runs in the forked child: sets everything up and execs. Never returns. Async-signal-safe.
-    pub fn exec_child(&self, stdio: [RawFd; 3], err_pipe: RawFd) -> ! {
-        let Err((step, errno)) = self.setup_and_exec(stdio);
+    /// Runs in the forked child: joins the `cgroup.procs` files of `groups`, sets everything up
+    /// and execs. Never returns. Async-signal-safe.
+    pub fn exec_child(&self, stdio: [RawFd; 3], groups: &[RawFd], err_pipe: RawFd) -> ! {
+        let Err((step, errno)) = self.setup_and_exec(stdio, groups);
         report_and_exit(err_pipe, step, errno)
     }
 
     fn setup_and_exec(
         &self,
         stdio: [RawFd; 3],
+        groups: &[RawFd],
     ) -> Result<std::convert::Infallible, (ExecStep, i32)> {
+        // First, so that everything the process does is its own group's.
+        for &group in groups {
+            check(ExecStep::Cgroup, join_cgroup(group))?;
+        }
         check(ExecStep::Signals, reset_signals())?;
         check(ExecStep::Session, sys(sys_setsid()))?;
         for (target, fd) in stdio.iter().enumerate() {
@@ -308,6 +318,17 @@ fn sys_close_from(first: u32) -> libc::c_long {
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         )
+    }
+}
+
+/// Moves the calling process into a group: "0" written to its `cgroup.procs` means "me".
+fn join_cgroup(procs: RawFd) -> Result<(), i32> {
+    // SAFETY: writes one byte from a static string to an fd the caller owns.
+    let written = unsafe { libc::write(procs, c"0".as_ptr().cast(), 1) };
+    if written < 0 {
+        Err(last_errno())
+    } else {
+        Ok(())
     }
 }
 

@@ -17,8 +17,11 @@ use serde::{Deserialize, Serialize};
 
 /// The largest message either side sends. argv and env are checked against it by the engine.
 pub const MAX_MESSAGE_BYTES: usize = 192 * 1024;
-/// The most fds one message carries (stdin, stdout, stderr).
-pub const MAX_FDS: usize = 3;
+/// The most fds one message carries: stdin, stdout and stderr, then the `cgroup.procs` files of
+/// the process's own group in every hierarchy.
+pub const MAX_FDS: usize = 3 + MAX_CGROUP_FDS;
+/// The most `cgroup.procs` files a spawn carries (one per hierarchy Kiln uses).
+pub const MAX_CGROUP_FDS: usize = 10;
 
 /// Errors on the control socket.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +81,9 @@ pub struct Rlimit {
     pub limit: u64,
 }
 
-/// Start a program inside the sandbox. Carries three fds: stdin, stdout, stderr.
+/// Start a program inside the sandbox. Carries three fds, stdin, stdout and stderr, and then the
+/// `cgroup.procs` files of the group the process must join before anything else (opened by the
+/// host, whose credentials the kernel checks the move against).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SpawnRequest {
     /// The program and its arguments. `argv[0]` without a slash is looked up in `PATH` from `env`.

@@ -113,8 +113,24 @@ pub struct SandboxSpec {
     pub id: String,
     /// What the warden builds.
     pub warden: WardenConfig,
-    /// The sandbox's cgroup limits.
+    /// The sandbox's cgroup limits (all its processes together).
     pub limits: CgroupLimits,
+    /// How its processes are accounted.
+    pub accounting: Accounting,
+}
+
+/// How a sandbox's processes are accounted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accounting {
+    /// By the sandbox's own group: right while one process (with what it starts) runs at a
+    /// time, as in a one-shot job.
+    #[default]
+    Sandbox,
+    /// Each process in a group of its own nested in the sandbox's, so several at once each get
+    /// their own CPU time, peak memory and OOM kills, and a kill takes exactly its tree. The
+    /// warden sits in a nested group of its own too (`warden`).
+    PerProcess,
 }
 
 /// A live sandbox: its warden, control socket, cgroup and host uids.
@@ -125,6 +141,8 @@ pub struct SandboxHandle {
     pidfd: OwnedFd,
     control: Option<OwnedFd>,
     cgroup: Option<SandboxCgroup>,
+    warden_group: Option<SandboxCgroup>,
+    accounting: Accounting,
     uids: UidLease,
     landlock_abi: Option<u32>,
     reaped: bool,
@@ -217,6 +235,8 @@ impl Jail {
             pidfd,
             control: Some(engine_end),
             cgroup: Some(cgroup),
+            warden_group: None,
+            accounting: spec.accounting,
             uids,
             landlock_abi: None,
             reaped: false,
@@ -239,7 +259,17 @@ impl Jail {
                 ),
             )?;
             if let Some(cg) = &handle.cgroup {
-                cg.attach(pid, false)?;
+                match spec.accounting {
+                    Accounting::Sandbox => cg.attach(pid, false)?,
+                    Accounting::PerProcess => {
+                        // Before any process is in the group: a v2 group that hands controllers
+                        // down may hold none itself.
+                        cg.delegate()?;
+                        let warden = cg.create_child("warden", &CgroupLimits::default())?;
+                        warden.attach(pid, false)?;
+                        handle.warden_group = Some(warden);
+                    }
+                }
             }
             sys("release child", write_all(&go_write, &[1]))?;
             drop(go_write);
@@ -375,9 +405,18 @@ impl SandboxHandle {
             self.reaped = true;
         }
         if let Some(cg) = self.cgroup.take() {
+            // Removes the nested groups too.
             cg.remove()?;
         }
+        if let Some(warden) = self.warden_group.take() {
+            warden.forget();
+        }
         Ok(())
+    }
+
+    /// How the sandbox's processes are accounted.
+    pub fn accounting(&self) -> Accounting {
+        self.accounting
     }
 }
 

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
-use kiln_engine::program::{run_limits, stage_limits};
 use kiln_lang::{Catalog, Detected, StageLimits};
+use kiln_workload::{limit_overrides, run_limits};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -296,10 +296,7 @@ fn job_spec(state: &AppState, input: &ExecuteInput, found: &Detected, auto_start
         output_kb: clamp(l.output_kb, max.output_kb),
         file_size_kb: l.file_size_kb,
     };
-    let mut limits = stage_limits(
-        &run_limits(&found.language, &StageLimits::default()),
-        &overrides,
-    );
+    let mut limits = run_limits(&found.language, &limit_overrides(&overrides));
     limits.idle_time = l
         .idle_ms
         .map(|ms| Duration::from_millis(ms.min(max.idle_ms)));

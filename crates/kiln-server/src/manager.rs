@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln_engine::{
-    run_program, Engine, OutputSink, Phase, Program, ProgramResult, Status, StdinSource, Stream,
-};
+use kiln_engine::{Engine, OutputSink, Phase, SandboxShape, Status, StdinSource, Stream};
+use kiln_workload::{run_program, Program, ProgramResult};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -290,6 +289,7 @@ impl JobManager {
             args: job.spec.args.clone(),
             stdin,
             limits: job.spec.limits.clone(),
+            shape: SandboxShape::default(),
         };
         let started = std::time::Instant::now();
         let outcome = run_program(&self.engine, program, &mut sink, Some(kill_rx)).await;

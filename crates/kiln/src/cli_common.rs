@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use kiln_engine::{Limits, Network, RunResult, StdinSource, Stream};
+use kiln_engine::{Limits, Network, RunResult, SandboxShape, StdinSource, Stream};
 
 use crate::units::{parse_duration, parse_memory, parse_pids, parse_size};
 
@@ -59,11 +59,18 @@ impl LimitArgs {
             pids: self.pids_limit.or(base.pids),
             output_bytes: self.output_limit.or(base.output_bytes),
             file_size_bytes: self.file_size_limit.or(base.file_size_bytes),
+            ..base
+        }
+    }
+
+    /// The sandbox the flags ask for.
+    pub fn shape(&self) -> SandboxShape {
+        SandboxShape {
             network: match self.network {
                 NetworkArg::None => Network::None,
             },
-            inotify: self.allow_inotify || base.inotify,
-            ..base
+            inotify: self.allow_inotify,
+            ..SandboxShape::default()
         }
     }
 }

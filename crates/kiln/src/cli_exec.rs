@@ -59,8 +59,9 @@ fn split_file_arg(arg: &str) -> (PathBuf, String) {
 
 async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let limits = args.limits.apply(Limits::default());
+    let shape = args.limits.shape();
     let mut files: Vec<(String, Vec<u8>, u32)> = Vec::new();
-    let mut room = limits.workspace_bytes;
+    let mut room = shape.workspace_bytes;
     for arg in &args.files {
         let (path, dest) = split_file_arg(arg);
         kiln_engine::files::validate_relative(&dest)
@@ -78,7 +79,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let engine =
         Engine::new(EngineConfig::new(exe)).context("preparing the host (try `kiln doctor`)")?;
     let sandbox = engine
-        .sandbox(&limits)
+        .sandbox(&shape)
         .await
         .context("creating the sandbox")?;
     let mut spec = RunSpec::new(args.argv, limits);

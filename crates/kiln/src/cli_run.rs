@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use kiln_engine::program::run_limits;
-use kiln_engine::{run_program, Engine, EngineConfig, Program, ProgramResult};
-use kiln_lang::{Catalog, SourceFile, StageLimits};
+use kiln_engine::{Engine, EngineConfig, LimitOverrides};
+use kiln_lang::{Catalog, SourceFile};
+use kiln_workload::{run_limits, run_program, Program, ProgramResult};
 
 use crate::cli_common::{
     describe, error_status, exit_status, parse_stdin, read_input_file, stdin_source, summary,
@@ -82,9 +82,10 @@ async fn run_files(args: RunArgs) -> anyhow::Result<i32> {
     };
     let limits = args
         .limits
-        .apply(run_limits(&language, &StageLimits::default()));
+        .apply(run_limits(&language, &LimitOverrides::default()));
+    let shape = args.limits.shape();
     let mut files = Vec::new();
-    let mut room = limits.workspace_bytes;
+    let mut room = shape.workspace_bytes;
     for path in &args.files {
         let name = path
             .file_name()
@@ -111,6 +112,7 @@ async fn run_files(args: RunArgs) -> anyhow::Result<i32> {
         args: args.args,
         stdin,
         limits,
+        shape,
     };
     let result = run_program(&engine, program, &mut printer, None).await;
     // Nothing of the sandbox may outlive this process.

@@ -144,7 +144,7 @@ async fn sandbox_check() -> Check {
         Ok(e) => e,
         Err(e) => return fail(format!("host setup: {e}")),
     };
-    let sandbox = match engine.sandbox(&Limits::default()).await {
+    let sandbox = match engine.sandbox(&kiln_engine::SandboxShape::default()).await {
         Ok(s) => s,
         Err(e) => return fail(format!("creating a sandbox: {e}")),
     };

@@ -169,7 +169,7 @@ impl CgroupParent {
             }
         }
 
-        let mut sandbox = SandboxCgroup::empty(name, self.mode);
+        let mut sandbox = SandboxCgroup::empty(name, self);
         for (group, parent) in plan {
             if !fsutil::mkdir(&group.dir)? {
                 return Err(CgroupError::Mkdir {
@@ -227,7 +227,7 @@ impl CgroupParent {
                 })
                 .filter(|g| g.dir.is_dir())
                 .collect();
-            let sandbox = SandboxCgroup::existing(&name, groups, self.mode);
+            let sandbox = SandboxCgroup::existing(&name, groups, self);
             sandbox.kill()?;
             sandbox.remove()?;
             tracing::info!(group = %name, parent = %self.name, "removed a leftover sandbox cgroup");

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::fsutil::{self, Mode};
-use super::parent::Group;
+use super::layout::Hierarchy;
+use super::parent::{CgroupParent, Group};
 use super::stats::{self, CpuCounter};
-use super::{v1, v2, CgroupError, CgroupStats, CgroupVersion, Controller};
+use super::{v1, v2, CgroupError, CgroupLimits, CgroupStats, CgroupVersion, Controller};
 
 /// See `SandboxCgroup::freezer`.
 #[derive(Debug)]
@@ -37,29 +38,76 @@ pub struct SandboxCgroup {
     v2_dir: Option<File>,
     cpu: Option<CpuCounter>,
     mode: Mode,
+    /// The unified hierarchy, and the unified directories from below the service's own cgroup
+    /// down to this group: what groups nested in this one need.
+    unified: Option<Hierarchy>,
+    v2_chain: Vec<PathBuf>,
 }
 
 impl SandboxCgroup {
-    pub(crate) fn empty(name: &str, mode: Mode) -> Self {
+    pub(crate) fn empty(name: &str, parent: &CgroupParent) -> Self {
         SandboxCgroup {
             name: name.to_string(),
             groups: Vec::new(),
             v2_dir: None,
             cpu: None,
-            mode,
+            mode: parent.mode,
+            unified: parent.unified.clone(),
+            v2_chain: parent
+                .v2_chain
+                .iter()
+                .cloned()
+                .chain(parent.v2_chain.last().map(|last| last.join(name)))
+                .collect(),
         }
     }
 
     /// A handle on groups that already exist (leftovers found by `sweep`).
-    pub(crate) fn existing(name: &str, groups: Vec<Group>, mode: Mode) -> Self {
-        let cpu = CpuCounter::for_groups(&groups);
-        SandboxCgroup {
-            name: name.to_string(),
-            groups,
-            v2_dir: None,
-            cpu,
-            mode,
+    pub(crate) fn existing(name: &str, groups: Vec<Group>, parent: &CgroupParent) -> Self {
+        let mut sandbox = Self::empty(name, parent);
+        sandbox.cpu = CpuCounter::for_groups(&groups);
+        sandbox.groups = groups;
+        sandbox
+    }
+
+    /// This group as the parent of groups nested in it: an owned view that can create them on
+    /// another thread. Dropping it removes nothing.
+    pub fn as_parent(&self) -> CgroupParent {
+        CgroupParent {
+            name: self.name.clone(),
+            groups: self.groups.clone(),
+            unified: self.unified.clone(),
+            mode: self.mode,
+            v2_chain: self.v2_chain.clone(),
+            lock: None,
         }
+    }
+
+    /// Hands this group's controllers on to groups nested in it (v2 `cgroup.subtree_control`;
+    /// v1 hierarchies need nothing). The group must hold no process yet: a v2 group that
+    /// distributes controllers may not.
+    pub fn delegate(&self) -> Result<(), CgroupError> {
+        if let (Some(h), Some(g)) = (&self.unified, self.unified()) {
+            v2::enable_controllers(self.mode, h, &self.v2_chain, &g.controllers)?;
+        }
+        Ok(())
+    }
+
+    /// Creates a group nested in this one (the warden's, or one process's own) with `limits`.
+    /// [`SandboxCgroup::delegate`] must have been called first.
+    pub fn create_child(
+        &self,
+        name: &str,
+        limits: &CgroupLimits,
+    ) -> Result<SandboxCgroup, CgroupError> {
+        self.as_parent().create(name, limits)
+    }
+
+    /// Lets go of a nested group whose directories went with its parent's removal, so dropping
+    /// it does nothing.
+    pub fn forget(mut self) {
+        self.v2_dir = None;
+        self.groups.clear();
     }
 
     pub(crate) fn push_group(&mut self, group: Group) {
@@ -188,11 +236,12 @@ impl SandboxCgroup {
         stats::oom_kills(&self.groups)
     }
 
-    /// Pids in the group (union over every hierarchy), as seen from the service's pid namespace.
+    /// Pids in the group and the groups nested in it (union over every hierarchy), as seen from
+    /// the service's pid namespace.
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
         let mut pids = Vec::new();
         for g in &self.groups {
-            pids.extend(fsutil::read_pids(&g.dir.join("cgroup.procs"))?);
+            collect_pids(&g.dir, &mut pids)?;
         }
         pids.sort_unstable();
         pids.dedup();
@@ -325,6 +374,15 @@ impl SandboxCgroup {
             pause = (pause * 2).min(Duration::from_millis(10));
         }
     }
+}
+
+/// The pids of `dir`'s `cgroup.procs` and of every group nested in it.
+fn collect_pids(dir: &std::path::Path, pids: &mut Vec<i32>) -> Result<(), CgroupError> {
+    pids.extend(fsutil::read_pids(&dir.join("cgroup.procs"))?);
+    for child in fsutil::subdirs(dir)? {
+        collect_pids(&dir.join(child), pids)?;
+    }
+    Ok(())
 }
 
 impl SandboxCgroup {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use kiln_engine::{Engine, EngineConfig, Limits, RunSpec, Status, Stream};
+use kiln_engine::{Engine, EngineConfig, Limits, RunSpec, SandboxShape, Status, Stream};
 
 use crate::common::{kiln_bin, CProgram};
 use crate::require_isolation;
@@ -257,7 +257,7 @@ fn s6_fadvise_dontneed_on_a_host_file_leaves_the_hosts_page_cache_alone() {
             (prog.path.clone(), "/data/fadvise".into()),
         ];
         let sandbox = engine
-            .sandbox_with_binds(&Limits::default(), &binds)
+            .sandbox_with_binds(&SandboxShape::default(), &binds)
             .await
             .unwrap();
         let spec = RunSpec::new(vec!["/data/fadvise".into()], Limits::default());

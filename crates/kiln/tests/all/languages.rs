@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use kiln_engine::program::run_limits;
-use kiln_engine::{run_program, Engine, EngineConfig, Program, Status, StdinSource, Stream};
+use kiln_engine::{Engine, EngineConfig, SandboxShape, Status, StdinSource, Stream};
 use kiln_lang::corpus::{Case, Corpus};
 use kiln_lang::{Catalog, Language, SourceFile};
+use kiln_workload::{limit_overrides, run_limits, run_program, Program};
 
 use crate::common::kiln_bin;
 use crate::require_isolation;
@@ -34,7 +34,7 @@ fn files_of(language: &Language, case: &Case) -> Vec<SourceFile> {
 
 /// Runs one case; returns a description of every way it failed.
 async fn check_case(engine: &Engine, language: &Language, name: &str, case: &Case) -> Vec<String> {
-    let mut limits = run_limits(language, &case.limits);
+    let mut limits = run_limits(language, &limit_overrides(&case.limits));
     // Limits cases must end by their limit, not by the wall clock of a busy CI machine.
     limits.wall_time = Some(Duration::from_secs(30));
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -92,6 +92,7 @@ async fn check_case(engine: &Engine, language: &Language, name: &str, case: &Cas
         args: case.args.clone(),
         stdin,
         limits,
+        shape: SandboxShape::default(),
     };
     let result = run_program(engine, program, &mut sink, None).await;
     let mut problems = echo.await.unwrap_or_else(|e| vec![e.to_string()]);

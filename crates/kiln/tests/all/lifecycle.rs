@@ -1,6 +1,6 @@
 //! Sandboxes do not see each other, leave nothing behind, and the pool hands each out once.
 
-use kiln_engine::{Engine, EngineConfig, Limits, RunSpec, Status, Stream};
+use kiln_engine::{Engine, EngineConfig, Limits, RunSpec, SandboxShape, Status, Stream};
 
 use crate::common::kiln_bin;
 use crate::require_isolation;
@@ -32,8 +32,8 @@ fn another_sandboxs_files_and_processes_are_invisible() {
     require_isolation!();
     runtime().block_on(async {
         let engine = Engine::new(EngineConfig::new(kiln_bin())).unwrap();
-        let a = engine.sandbox(&Limits::default()).await.unwrap();
-        let b = engine.sandbox(&Limits::default()).await.unwrap();
+        let a = engine.sandbox(&SandboxShape::default()).await.unwrap();
+        let b = engine.sandbox(&SandboxShape::default()).await.unwrap();
         a.write_file("secret-a.txt", b"only for a", 0o600).unwrap();
         let marker = "sleep 41.5";
         let a_run = tokio::spawn(async move {
@@ -73,7 +73,7 @@ fn a_thousand_runs_leave_no_cgroup_or_process_behind() {
             let engine = engine.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..250 {
-                    let sandbox = engine.sandbox(&Limits::default()).await.unwrap();
+                    let sandbox = engine.sandbox(&SandboxShape::default()).await.unwrap();
                     let script = if i % 50 == 0 {
                         "sleep 30 & exit 0"
                     } else {

@@ -1,25 +1,28 @@
 //! What a compile stage leaves for the run stage: nothing but its files (item S4 of the hardening
 //! pass). Nothing it started runs on, and javac runs no user code at compile time.
 
-use kiln_engine::program::run_limits;
-use kiln_engine::{run_program, Engine, EngineConfig, Program, Status, StdinSource, Stream};
-use kiln_lang::{Catalog, Language, SourceFile, StageLimits};
+use kiln_engine::{
+    Engine, EngineConfig, LimitOverrides, SandboxShape, Status, StdinSource, Stream,
+};
+use kiln_lang::{Catalog, Language, SourceFile};
+use kiln_workload::{run_limits, run_program, Program, ProgramResult};
 
 use crate::common::kiln_bin;
 use crate::require_isolation;
 
 /// Runs `files` as `language`; returns the result, stdout and the compiler's output.
-fn run(language: Language, files: Vec<SourceFile>) -> (kiln_engine::ProgramResult, String, String) {
+fn run(language: Language, files: Vec<SourceFile>) -> (ProgramResult, String, String) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let engine = Engine::new(EngineConfig::new(kiln_bin())).unwrap();
-        let limits = run_limits(&language, &StageLimits::default());
+        let limits = run_limits(&language, &LimitOverrides::default());
         let program = Program {
             language,
             files,
             args: Vec::new(),
             stdin: StdinSource::Closed,
             limits,
+            shape: SandboxShape::default(),
         };
         let (mut out, mut compile) = (Vec::new(), Vec::new());
         let mut sink = |s: Stream, c: &[u8]| match s {

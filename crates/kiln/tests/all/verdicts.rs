@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use kiln_engine::{Engine, EngineConfig, Limits, RunSpec, Status, StdinSource, Stream};
+use kiln_engine::{
+    Engine, EngineConfig, Limits, RunSpec, SandboxShape, Status, StdinSource, Stream,
+};
 
 use crate::common::{c_main, kiln_bin, sh};
 use crate::require_isolation;
@@ -46,7 +48,7 @@ fn a_client_kill_ends_as_killed() {
     require_isolation!();
     runtime().block_on(async {
         let engine = engine();
-        let sandbox = engine.sandbox(&Limits::default()).await.unwrap();
+        let sandbox = engine.sandbox(&SandboxShape::default()).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -76,7 +78,7 @@ fn live_stdin_is_echoed_line_by_line() {
     require_isolation!();
     runtime().block_on(async {
         let engine = engine();
-        let sandbox = engine.sandbox(&Limits::default()).await.unwrap();
+        let sandbox = engine.sandbox(&SandboxShape::default()).await.unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut spec = RunSpec::new(vec!["/bin/cat".into()], Limits::default());
         spec.stdin = StdinSource::Live(rx);
@@ -133,4 +135,109 @@ fn peak_memory_of_a_100mb_allocation_is_accounted_within_10_percent() {
         "peak {:.1} MiB not within 10% of 100 MiB",
         peak / (1 << 20) as f64
     );
+}
+
+#[test]
+fn two_processes_at_once_in_one_sandbox_each_get_their_own_cpu_time_and_verdict() {
+    require_isolation!();
+    runtime().block_on(async {
+        let engine = engine();
+        let shape = SandboxShape {
+            accounting: kiln_engine::Accounting::PerProcess,
+            ..SandboxShape::default()
+        };
+        let total = Limits {
+            memory_bytes: Some(512 << 20),
+            pids: Some(128),
+            ..Limits::default()
+        };
+        let sandbox = engine.create(&shape, &total, &[]).await.unwrap();
+        let burner = RunSpec::new(
+            vec!["/bin/sh".into(), "-c".into(), "while :; do :; done".into()],
+            Limits {
+                cpu_time: Some(Duration::from_millis(800)),
+                wall_time: Some(Duration::from_secs(10)),
+                ..Limits::default()
+            },
+        );
+        let sleeper = RunSpec::new(
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "sleep 1.5; echo slept".into(),
+            ],
+            Limits::default(),
+        );
+        let (mut burn_out, mut sleep_out) = (Vec::new(), Vec::new());
+        let mut burn_sink = |_: Stream, c: &[u8]| burn_out.extend_from_slice(c);
+        let mut sleep_sink = |_: Stream, c: &[u8]| sleep_out.extend_from_slice(c);
+        let (burned, slept) = tokio::join!(
+            kiln_engine::runner::run(&sandbox, burner, &mut burn_sink, None),
+            kiln_engine::runner::run(&sandbox, sleeper, &mut sleep_sink, None),
+        );
+        sandbox.destroy().await.unwrap();
+        assert_eq!(burned.status, Status::TimeLimit, "{burned:?}");
+        assert!(
+            (750..1300).contains(&burned.cpu_ms),
+            "the burner's own CPU: {burned:?}"
+        );
+        assert_eq!(slept.status, Status::Ok, "{slept:?}");
+        assert_eq!(String::from_utf8_lossy(&sleep_out), "slept\n");
+        // The sleeper ran beside the burner the whole time; none of the burner's CPU is its.
+        assert!(slept.cpu_ms < 100, "the sleeper was charged: {slept:?}");
+        assert!(slept.wall_ms >= 1500, "{slept:?}");
+    });
+}
+
+#[test]
+fn killing_a_process_of_a_shared_sandbox_takes_its_daemons_and_nothing_else() {
+    require_isolation!();
+    runtime().block_on(async {
+        let engine = engine();
+        let shape = SandboxShape {
+            accounting: kiln_engine::Accounting::PerProcess,
+            ..SandboxShape::default()
+        };
+        let sandbox = engine.create(&shape, &Limits::default(), &[]).await.unwrap();
+        let neighbour = RunSpec::new(
+            vec!["/bin/sh".into(), "-c".into(), "sleep 2; echo neighbour".into()],
+            Limits::default(),
+        );
+        let daemoniser = RunSpec::new(
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "(setsid sh -c 'exec sleep 43' </dev/null >/dev/null 2>&1 &); sleep 30".into(),
+            ],
+            Limits::default(),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = tx.send(());
+        });
+        let mut out = Vec::new();
+        let mut sink = |_: Stream, c: &[u8]| out.extend_from_slice(c);
+        let mut none = |_: Stream, _: &[u8]| {};
+        let (killed, other) = tokio::join!(
+            kiln_engine::runner::run(&sandbox, daemoniser, &mut none, Some(rx)),
+            kiln_engine::runner::run(&sandbox, neighbour, &mut sink, None),
+        );
+        assert_eq!(killed.status, Status::Killed, "{killed:?}");
+        assert_eq!(other.status, Status::Ok, "{other:?}");
+        assert_eq!(String::from_utf8_lossy(&out), "neighbour\n");
+        let check = RunSpec::new(
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done | grep -c 'slee[p] 43'".into(),
+            ],
+            Limits::default(),
+        );
+        let mut found = Vec::new();
+        let mut sink = |_: Stream, c: &[u8]| found.extend_from_slice(c);
+        kiln_engine::runner::run(&sandbox, check, &mut sink, None).await;
+        sandbox.destroy().await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&found), "0\n", "the daemon survived its kill");
+    });
 }

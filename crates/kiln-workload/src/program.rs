@@ -4,13 +4,23 @@
 
 use std::time::Duration;
 
-use kiln_lang::{Language, SourceFile, StageLimits};
+use kiln_engine::runner::{self, default_env, OutputSink, Phase, RunSpec, StdinSource, Stream};
+use kiln_engine::{
+    Engine, EngineError, LimitOverrides, Limits, RunResult, Sandbox, SandboxShape, Status,
+};
+use kiln_lang::{Language, RecipeError, SourceFile, StageLimits};
 use serde::Serialize;
 
-use crate::engine::{Engine, EngineError, Sandbox};
-use crate::limits::Limits;
-use crate::runner::{self, default_env, OutputSink, Phase, RunSpec, StdinSource, Stream};
-use crate::verdict::{RunResult, Status};
+/// Why a program could not be run (its verdict is for failures of the program itself).
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    /// The engine failed (a sandbox could not be made, its warden is gone).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The language's recipe does not fit the files given.
+    #[error(transparent)]
+    Recipe(#[from] RecipeError),
+}
 
 /// How much of the compiler's output is kept in the result (all of it still streams).
 pub const COMPILE_OUTPUT_KEPT: usize = 64 * 1024;
@@ -28,6 +38,8 @@ pub struct Program {
     pub stdin: StdinSource,
     /// The run stage's limits.
     pub limits: Limits,
+    /// The sandbox it runs in.
+    pub shape: SandboxShape,
 }
 
 /// The compile stage's result.
@@ -59,36 +71,28 @@ pub struct ProgramResult {
     pub run: Option<RunResult>,
 }
 
-/// `base` with every limit the stage sets replaced.
-pub fn stage_limits(base: &Limits, stage: &StageLimits) -> Limits {
+/// A language file's limits (ms, MiB, KiB) as the engine's. A size too large for bytes
+/// saturates, and the engine then cuts it to the most the kernel takes.
+pub fn limit_overrides(stage: &StageLimits) -> LimitOverrides {
     let ms = Duration::from_millis;
-    Limits {
-        wall_time: stage.wall_ms.map(ms).or(base.wall_time),
-        cpu_time: stage.cpu_ms.map(ms).or(base.cpu_time),
-        memory_bytes: stage
-            .memory_mb
-            .map(|m| m.saturating_mul(1 << 20))
-            .or(base.memory_bytes),
-        pids: stage.pids.or(base.pids),
-        output_bytes: stage
-            .output_kb
-            .map(|k| k.saturating_mul(1 << 10))
-            .or(base.output_bytes),
-        file_size_bytes: stage
-            .file_size_kb
-            .map(|k| k.saturating_mul(1 << 10))
-            .or(base.file_size_bytes),
-        ..base.clone()
+    LimitOverrides {
+        wall_time: stage.wall_ms.map(ms),
+        cpu_time: stage.cpu_ms.map(ms),
+        idle_time: None,
+        memory_bytes: stage.memory_mb.map(|m| m.saturating_mul(1 << 20)),
+        pids: stage.pids,
+        output_bytes: stage.output_kb.map(|k| k.saturating_mul(1 << 10)),
+        file_size_bytes: stage.file_size_kb.map(|k| k.saturating_mul(1 << 10)),
+        open_files: None,
     }
 }
 
 /// The run stage's limits for `language`: the engine's defaults, then the language's, then what
 /// the caller asks for (`overrides`).
-pub fn run_limits(language: &Language, overrides: &StageLimits) -> Limits {
-    stage_limits(
-        &stage_limits(&Limits::default(), &language.limits),
-        overrides,
-    )
+pub fn run_limits(language: &Language, overrides: &LimitOverrides) -> Limits {
+    Limits::default()
+        .merged(&limit_overrides(&language.limits))
+        .merged(overrides)
 }
 
 /// Runs `program` in a fresh sandbox from `engine`, streaming the compiler's output as
@@ -99,12 +103,12 @@ pub async fn run_program(
     program: Program,
     sink: &mut dyn OutputSink,
     kill: Option<tokio::sync::oneshot::Receiver<()>>,
-) -> Result<ProgramResult, EngineError> {
+) -> Result<ProgramResult, ProgramError> {
     let sandbox = if program.language.mounts.is_empty() {
-        engine.sandbox(&program.limits).await?
+        engine.sandbox(&program.shape).await?
     } else {
         engine
-            .sandbox_with_binds(&program.limits, &program.language.mounts)
+            .sandbox_with_binds(&program.shape, &program.language.mounts)
             .await?
     };
     let result = run_in(&sandbox, program, sink, kill).await;
@@ -117,23 +121,19 @@ async fn run_in(
     program: Program,
     sink: &mut dyn OutputSink,
     kill: Option<tokio::sync::oneshot::Receiver<()>>,
-) -> Result<ProgramResult, EngineError> {
+) -> Result<ProgramResult, ProgramError> {
     for file in &program.files {
         sandbox.write_file(&file.name, &file.content, 0o644)?;
     }
     let names: Vec<String> = program.files.iter().map(|f| f.name.clone()).collect();
     let memory_mb = program.limits.memory_bytes.map(|b| b >> 20);
-    let recipe = program
-        .language
-        .recipe(&names, &program.args, memory_mb)
-        .map_err(|e| EngineError::Warden(e.to_string()))?;
+    let recipe = program.language.recipe(&names, &program.args, memory_mb)?;
 
     let compile = match &recipe.compile {
         None => None,
         Some(stage) => {
             sink.stage(Phase::Compiling);
-            let limits = stage_limits(&program.limits, &stage.limits);
-            sandbox.set_limits(&limits)?;
+            let limits = program.limits.merged(&limit_overrides(&stage.limits));
             let mut spec = RunSpec::new(stage.argv.clone(), limits);
             spec.env = merge_env(&stage.env);
             let mut capture = CompileSink {
@@ -169,10 +169,6 @@ async fn run_in(
         sandbox.kill_processes().await?;
     }
     sink.stage(Phase::Running);
-    if compile.is_some() {
-        // Back from the compile stage's limits, with a fresh peak.
-        sandbox.set_limits(&program.limits)?;
-    }
     let mut spec = RunSpec::new(recipe.run.argv.clone(), program.limits.clone());
     spec.env = merge_env(&recipe.run.env);
     spec.stdin = program.stdin;
@@ -266,7 +262,7 @@ mod tests {
             cpu_ms: Some(1500),
             ..StageLimits::default()
         };
-        let l = stage_limits(&base, &stage);
+        let l = base.merged(&limit_overrides(&stage));
         assert_eq!(l.memory_bytes, Some(512 << 20));
         assert_eq!(l.cpu_time, Some(Duration::from_millis(1500)));
         assert_eq!(l.wall_time, base.wall_time);
@@ -277,7 +273,7 @@ mod tests {
             memory_mb: Some(u64::MAX),
             ..StageLimits::default()
         };
-        let l = stage_limits(&base, &huge);
+        let l = base.merged(&limit_overrides(&huge));
         assert_eq!(l.file_size_bytes, Some(u64::MAX));
         assert_eq!(l.memory_bytes, Some(u64::MAX));
     }
