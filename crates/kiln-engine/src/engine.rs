@@ -50,7 +50,7 @@ pub enum EngineError {
         /// The path.
         path: String,
         /// Why.
-        reason: &'static str,
+        reason: crate::files::PathProblem,
     },
 }
 

@@ -2,7 +2,6 @@
 //! (`openat2` with `RESOLVE_IN_ROOT`), so a symlink or `..` planted by a program never reaches the host.
 
 use std::os::fd::OwnedFd;
-use std::path::{Component, Path};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
@@ -11,29 +10,71 @@ use crate::engine::{io_err, EngineError, Sandbox};
 /// The directory inside the sandbox that files are written to.
 pub const WORKSPACE: &str = "/workspace";
 
-/// Checks that `dest` is a relative path of plain names.
-pub fn validate_relative(dest: &str) -> Result<(), EngineError> {
-    let bad = |reason| EngineError::InvalidPath {
-        path: dest.to_string(),
-        reason,
-    };
-    if dest.is_empty() {
-        return Err(bad("empty"));
+/// What is wrong with a file name given for a sandbox (a relative path of plain names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathProblem {
+    /// Nothing.
+    #[error("must not be empty")]
+    Empty,
+    /// A NUL byte.
+    #[error("must not contain a NUL character")]
+    Nul,
+    /// A control character (a newline, an escape).
+    #[error("must not contain control characters")]
+    Control,
+    /// It starts at `/`.
+    #[error("must be a relative path")]
+    Absolute,
+    /// A `..` component.
+    #[error("must not contain \"..\"")]
+    ParentDir,
+    /// An empty or `.` component, or a trailing `/`.
+    #[error("must be a path of plain names")]
+    NotPlain,
+    /// A component over 255 bytes (the kernel's `NAME_MAX`).
+    #[error("has a path component longer than 255 bytes")]
+    ComponentTooLong,
+    /// Over 1024 bytes in all.
+    #[error("must be at most 1024 bytes")]
+    TooLong,
+}
+
+/// Checks that `name` is a relative path of plain names: the one check of file names, for every
+/// face and the CLI.
+pub fn check_relative(name: &str) -> Result<(), PathProblem> {
+    if name.is_empty() {
+        return Err(PathProblem::Empty);
     }
-    if dest.contains('\0') {
-        return Err(bad("contains a NUL byte"));
+    if name.contains('\0') {
+        return Err(PathProblem::Nul);
     }
-    if dest.len() > 1024 || dest.split('/').any(|c| c.len() > 255) {
-        return Err(bad("too long"));
+    if name.chars().any(char::is_control) {
+        return Err(PathProblem::Control);
     }
-    for c in Path::new(dest).components() {
-        match c {
-            Component::Normal(_) | Component::CurDir => {}
-            Component::ParentDir => return Err(bad("contains ..")),
-            Component::RootDir | Component::Prefix(_) => return Err(bad("is absolute")),
-        }
+    if name.starts_with('/') {
+        return Err(PathProblem::Absolute);
+    }
+    if name.split('/').any(|c| c == "..") {
+        return Err(PathProblem::ParentDir);
+    }
+    if name.split('/').any(|c| c.is_empty() || c == ".") {
+        return Err(PathProblem::NotPlain);
+    }
+    if name.split('/').any(|c| c.len() > 255) {
+        return Err(PathProblem::ComponentTooLong);
+    }
+    if name.len() > 1024 {
+        return Err(PathProblem::TooLong);
     }
     Ok(())
+}
+
+/// Checks that `dest` is a relative path of plain names ([`check_relative`]).
+pub fn validate_relative(dest: &str) -> Result<(), EngineError> {
+    check_relative(dest).map_err(|problem| EngineError::InvalidPath {
+        path: dest.to_string(),
+        reason: problem,
+    })
 }
 
 fn open_in_root(
@@ -144,7 +185,17 @@ mod tests {
     fn relative_paths_are_checked() {
         assert!(validate_relative("main.py").is_ok());
         assert!(validate_relative("src/lib/a.c").is_ok());
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a\0b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a\0b",
+            "a\nb",
+            "a//b",
+            "./a",
+            "a/",
+        ] {
             assert!(validate_relative(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_relative(&"a".repeat(300)).is_err());

@@ -18,5 +18,5 @@ pub mod verdict;
 pub use engine::{Engine, EngineConfig, EngineError, Sandbox};
 pub use limits::{Accounting, LimitOverrides, Limits, Network, SandboxShape};
 pub use process::Process;
-pub use runner::{OutputSink, Phase, RunSpec, StdinSource, Stream};
+pub use runner::{OutputSink, Phase, RunSpec, SinkWait, StdinSource, Stream};
 pub use verdict::{RunResult, Status};

@@ -32,6 +32,9 @@ pub enum Stream {
     Compile,
 }
 
+/// A future a sink hands the runner to wait on.
+pub type SinkWait = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Where a run's output goes as it arrives.
 pub trait OutputSink: Send {
     /// One chunk of output (at most 8 KiB).
@@ -39,6 +42,17 @@ pub trait OutputSink: Send {
 
     /// A program moved to another stage (compile, then run). Called before the stage starts.
     fn stage(&mut self, _stage: Phase) {}
+
+    /// Called on every tick of the run's clocks (every 10 ms): a sink that gathers small writes
+    /// hands them on.
+    fn flush(&mut self) {}
+
+    /// `None` while the sink takes output; otherwise a future that resolves when it can again.
+    /// Until then the runner reads no more of the program's output, so the program waits in its
+    /// writes (and its idle clock does not run).
+    fn ready(&mut self) -> Option<SinkWait> {
+        None
+    }
 }
 
 /// The stage a program is in.
@@ -233,11 +247,16 @@ async fn supervise(
     let mut truncated = false;
     let mut killed_for: Option<KillReason> = None;
     let mut output_open = true;
+    let mut sink_wait: Option<SinkWait> = None;
     let exit = loop {
         tokio::select! {
             // The warden gone (killed, or crashed) still ends the run with its facts and output.
             status = &mut exit_rx => break status.ok(),
-            chunk = out_rx.recv(), if output_open => match chunk {
+            () = async { sink_wait.as_mut().expect("guarded").await }, if sink_wait.is_some() => {
+                sink_wait = None;
+                last_activity = Instant::now();
+            }
+            chunk = out_rx.recv(), if output_open && sink_wait.is_none() => match chunk {
                 Some((stream, data)) => {
                     last_activity = Instant::now();
                     if !deliver(sink, stream, &data, &mut written, limits.output_bytes, &mut truncated)
@@ -246,6 +265,7 @@ async fn supervise(
                         killed_for = Some(KillReason::Output);
                         let _ = proc.kill().await;
                     }
+                    sink_wait = sink.ready();
                 }
                 None => output_open = false,
             },
@@ -255,11 +275,13 @@ async fn supervise(
                 let _ = proc.kill().await;
             }
             _ = tick.tick(), if killed_for.is_none() => {
+                sink.flush();
                 let over_cpu = match (limits.cpu_time, cgroup) {
                     (Some(max), Some(cg)) => cg.cpu_usage().map(|u| u.saturating_sub(cpu0) > max).unwrap_or(false),
                     _ => false,
                 };
-                let idle = limits.idle_time.is_some_and(|max| last_activity.elapsed() > max);
+                let idle = sink_wait.is_none()
+                    && limits.idle_time.is_some_and(|max| last_activity.elapsed() > max);
                 if over_cpu || idle {
                     killed_for = Some(if over_cpu { KillReason::Cpu } else { KillReason::Idle });
                     let _ = proc.kill().await;

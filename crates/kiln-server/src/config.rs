@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kiln_core::admission::AdmissionRules;
+use kiln_core::control::StdinCaps;
+use kiln_core::{MaxLimits, ServiceConfig};
 use serde::Deserialize;
 
 /// Every setting of `kiln serve`.
@@ -14,19 +17,26 @@ use serde::Deserialize;
 pub struct ServerConfig {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// Where the job database (and a generated token) live.
+    /// Where `/metrics` is also served without a token (on the main address it needs one).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where the job database, the job logs (and a generated token) live.
     pub data_dir: PathBuf,
     /// Bearer tokens by name. Empty: one is generated and printed once.
     pub tokens: BTreeMap<String, String>,
-    /// Runs at once (sandboxes in use, including jobs waiting for their start).
+    /// Runs at once.
     pub capacity: usize,
-    /// Jobs waiting for a free slot; past it `POST /v1/execute` answers 429.
+    /// Jobs that may wait (for their start or a run slot) beyond the `capacity` that can run at
+    /// once; past it `POST /v1/execute` answers 429.
     pub queue_depth: usize,
+    /// Jobs one token may have waiting (for their start or a run slot).
+    pub token_queue_depth: usize,
+    /// Jobs one token may have waiting for their start.
+    pub token_awaiting_start: usize,
     /// Ready sandboxes kept warm.
     pub pool_size: usize,
-    /// How long a claimed job waits for `POST /start` before its slot is reclaimed.
+    /// How long a job waits for `POST /start` before it expires.
     pub warmup_ms: u64,
-    /// How long a finished job's record and output are kept.
+    /// How long a finished job's record and events are kept.
     pub result_ttl_secs: u64,
     /// Largest request body.
     pub max_body_bytes: usize,
@@ -36,34 +46,41 @@ pub struct ServerConfig {
     pub max_files_bytes: usize,
     /// Longest file name (a relative path).
     pub max_file_name_len: usize,
+    /// Most program arguments per job.
+    pub max_args: usize,
+    /// Largest total of a job's arguments, in bytes.
+    pub max_args_bytes: usize,
     /// Stdin frames per job per second (429 past it).
     pub stdin_frames_per_sec: u32,
-    /// Stdin bytes accepted but not yet handed to the program (429 past it).
+    /// Stdin bytes accepted but not yet handed to the program (429 past it; 413 for one frame
+    /// larger than it).
     pub stdin_pending_bytes: usize,
-    /// Upper bounds that clients' limits are clamped to.
+    /// Bytes of job events held in memory, all jobs together; past it, programs' output waits
+    /// for the disk.
+    pub output_memory_bytes: u64,
+    /// Bytes of its latest events each job keeps in memory for its readers.
+    pub output_window_bytes: u64,
+    /// Bytes of job events kept on disk, all tokens together (admission reserves against it).
+    pub output_storage_bytes: u64,
+    /// Bytes of job events one token may keep on disk.
+    pub token_output_storage_bytes: u64,
+    /// Connections open at once, all clients together.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_ip: usize,
+    /// How long a client may take to send a request's head (the first, and each next one on a
+    /// kept-alive connection).
+    pub header_timeout_ms: u64,
+    /// How long a connection may move no byte in either direction before it is closed.
+    pub idle_timeout_ms: u64,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+    /// Upper bounds of the limits clients ask for.
     pub max_limits: MaxLimits,
     /// The embedded Pusher endpoint's app id, key and secret.
     pub pusher: PusherConfig,
-    /// How long a graceful shutdown waits for running jobs.
+    /// How long a graceful shutdown waits for admitted jobs.
     pub drain_secs: u64,
-}
-
-/// Upper bounds for clients' limits.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
-pub struct MaxLimits {
-    /// Wall time, ms.
-    pub wall_time_ms: u64,
-    /// CPU time, ms.
-    pub cpu_ms: u64,
-    /// Idle time, ms.
-    pub idle_ms: u64,
-    /// Memory, MiB.
-    pub memory_mb: u64,
-    /// Processes.
-    pub pids: u64,
-    /// Output, KiB.
-    pub output_kb: u64,
 }
 
 /// The embedded Pusher endpoint.
@@ -85,10 +102,13 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".parse().expect("static address"),
+            metrics_listen: None,
             data_dir: PathBuf::from("kiln-data"),
             tokens: BTreeMap::new(),
             capacity: 8,
             queue_depth: 256,
+            token_queue_depth: 64,
+            token_awaiting_start: 32,
             pool_size: 4,
             warmup_ms: 30_000,
             result_ttl_secs: 3600,
@@ -96,24 +116,22 @@ impl Default for ServerConfig {
             max_files: 64,
             max_files_bytes: 8 << 20,
             max_file_name_len: 255,
+            max_args: 1024,
+            max_args_bytes: 64 << 10,
             stdin_frames_per_sec: 30,
             stdin_pending_bytes: 64 << 10,
+            output_memory_bytes: 64 << 20,
+            output_window_bytes: 256 << 10,
+            output_storage_bytes: 4 << 30,
+            token_output_storage_bytes: 1 << 30,
+            max_connections: 2048,
+            max_connections_per_ip: 512,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            max_header_bytes: 16 << 10,
             max_limits: MaxLimits::default(),
             pusher: PusherConfig::default(),
             drain_secs: 30,
-        }
-    }
-}
-
-impl Default for MaxLimits {
-    fn default() -> Self {
-        Self {
-            wall_time_ms: 120_000,
-            cpu_ms: 60_000,
-            idle_ms: 120_000,
-            memory_mb: 2048,
-            pids: 256,
-            output_kb: 16 << 10,
         }
     }
 }
@@ -130,32 +148,48 @@ impl Default for PusherConfig {
     }
 }
 
+/// A configuration file that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
 impl ServerConfig {
     /// Parses a TOML configuration file's text.
-    pub fn from_toml(text: &str) -> Result<Self, toml_error::Error> {
-        toml_error::parse(text)
-    }
-
-    /// The warm-up window.
-    pub fn warmup(&self) -> Duration {
-        Duration::from_millis(self.warmup_ms)
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
     }
 
     /// How long results are kept.
     pub fn result_ttl(&self) -> Duration {
         Duration::from_secs(self.result_ttl_secs)
     }
-}
 
-/// Parsing errors of the configuration file.
-pub mod toml_error {
-    /// A configuration file that does not parse.
-    #[derive(Debug, thiserror::Error)]
-    #[error("configuration: {0}")]
-    pub struct Error(String);
-
-    pub(super) fn parse(text: &str) -> Result<super::ServerConfig, Error> {
-        toml::from_str(text).map_err(|e| Error(e.to_string()))
+    /// The job service's settings.
+    pub fn service(&self) -> ServiceConfig {
+        ServiceConfig {
+            capacity: self.capacity.max(1),
+            queue_depth: self.capacity.max(1) + self.queue_depth,
+            owner_queue_depth: self.token_queue_depth,
+            owner_awaiting_start: self.token_awaiting_start,
+            warmup: Duration::from_millis(self.warmup_ms),
+            result_ttl: self.result_ttl(),
+            keep_in_memory: Duration::from_secs(60),
+            stdin: StdinCaps {
+                frames_per_sec: self.stdin_frames_per_sec,
+                pending_bytes: self.stdin_pending_bytes,
+            },
+            storage_bytes: self.output_storage_bytes,
+            owner_storage_bytes: self.token_output_storage_bytes,
+            admission: AdmissionRules {
+                max_files: self.max_files,
+                max_files_bytes: self.max_files_bytes,
+                max_file_name_len: self.max_file_name_len,
+                max_args: self.max_args,
+                max_args_bytes: self.max_args_bytes,
+                max_limits: self.max_limits,
+            },
+            drain: Duration::from_secs(self.drain_secs),
+        }
     }
 }
 

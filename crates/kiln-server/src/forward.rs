@@ -1,15 +1,23 @@
 //! Publishing every job event to an external Pusher-compatible server (soketi, sockudo, Pusher)
-//! through its signed HTTP events API, when the operator configures one. Plain `http://` over a
-//! kept-alive connection; events are sent in order, and one that cannot be delivered is logged and
-//! dropped rather than holding back the rest.
+//! through its signed HTTP events API, when the operator configures one: each admitted job is
+//! followed from its first event. Plain `http://` over a kept-alive connection; events are sent in
+//! order, and one that cannot be delivered is logged and dropped rather than holding back the
+//! rest.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::bus::Bus;
-use crate::realtime::{signed_events_request, RealtimeConfig};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use kiln_core::JobService;
+use kiln_pusher::{signed_events_request, AppEvent, RealtimeConfig};
+use tokio::sync::mpsc;
+
+/// Events waiting to be sent, all jobs together; a job's follower waits when it is full.
+const BACKLOG: usize = 1024;
 
 /// Why an external server URL is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -39,54 +47,76 @@ pub fn parse_url(url: &str) -> Result<String, UrlError> {
     })
 }
 
-/// Starts forwarding every event of `bus` to the server at `authority` (`host:port`).
-pub fn start(bus: &Bus, authority: String, cfg: RealtimeConfig) -> tokio::task::JoinHandle<()> {
-    let mut rx = bus.subscribe();
+/// Follows every job `service` admits from now on and sends its events to the server at
+/// `authority` (`host:port`).
+pub fn start(
+    service: Arc<JobService>,
+    authority: String,
+    cfg: RealtimeConfig,
+) -> tokio::task::JoinHandle<()> {
+    let (tx, rx) = mpsc::channel(BACKLOG);
+    let sender = tokio::spawn(send_all(rx, authority, cfg));
+    let mut admitted = service.admissions();
     tokio::spawn(async move {
-        let mut conn: Option<BufReader<TcpStream>> = None;
         loop {
-            let event = match rx.recv().await {
-                Ok(e) => e,
+            let id = match admitted.recv().await {
+                Ok(id) => id,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(lost = n, "external Pusher forwarding fell behind");
+                    tracing::warn!(lost = n, "external Pusher forwarding missed new jobs");
                     continue;
                 }
-                Err(_) => return,
+                Err(_) => break,
             };
-            let ts = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let (path, body) = signed_events_request(&cfg, &event, ts);
-            // One retry on a fresh connection: a kept-alive one may have been closed meanwhile.
-            for attempt in 0..2 {
-                if conn.is_none() {
-                    conn = TcpStream::connect(&authority)
-                        .await
-                        .ok()
-                        .map(BufReader::new);
-                }
-                let Some(c) = conn.as_mut() else { break };
-                match tokio::time::timeout(
-                    Duration::from_secs(5),
-                    post(c, &authority, &path, &body),
-                )
-                .await
-                {
-                    Ok(Ok(200)) => break,
-                    Ok(Ok(status)) => {
-                        tracing::warn!(status, channel = %event.channel, "external Pusher refused an event");
-                        break;
+            let Some(mut feed) = crate::realtime::channel_feed(&service, &id, Some(0)) else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(event) = feed.next().await {
+                    if tx.send(event).await.is_err() {
+                        return;
                     }
-                    _ => {
-                        conn = None;
-                        if attempt == 1 {
-                            tracing::warn!(channel = %event.channel, "external Pusher unreachable; event dropped");
-                        }
+                }
+            });
+        }
+        sender.abort();
+    })
+}
+
+/// Sends every event of `rx`, in order.
+pub async fn send_all(mut rx: mpsc::Receiver<AppEvent>, authority: String, cfg: RealtimeConfig) {
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    while let Some(event) = rx.recv().await {
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (path, body) = signed_events_request(&cfg, &event, ts);
+        // One retry on a fresh connection: a kept-alive one may have been closed meanwhile.
+        for attempt in 0..2 {
+            if conn.is_none() {
+                conn = TcpStream::connect(&authority)
+                    .await
+                    .ok()
+                    .map(BufReader::new);
+            }
+            let Some(c) = conn.as_mut() else { break };
+            match tokio::time::timeout(Duration::from_secs(5), post(c, &authority, &path, &body))
+                .await
+            {
+                Ok(Ok(200)) => break,
+                Ok(Ok(status)) => {
+                    tracing::warn!(status, channel = %event.channel, "external Pusher refused an event");
+                    break;
+                }
+                _ => {
+                    conn = None;
+                    if attempt == 1 {
+                        tracing::warn!(channel = %event.channel, "external Pusher unreachable; event dropped");
                     }
                 }
             }
         }
-    })
+    }
 }
 
 /// One POST on a kept-alive HTTP/1.1 connection; returns the status.
@@ -130,8 +160,7 @@ async fn post(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::Event;
-    use crate::realtime::Realtime;
+    use kiln_pusher::{NoEvents, Realtime};
 
     fn cfg() -> RealtimeConfig {
         RealtimeConfig {
@@ -154,24 +183,26 @@ mod tests {
         assert!(parse_url("http://x/apps").is_err());
     }
 
-    /// Events published on Kiln's bus arrive on another Pusher-protocol server's bus through its
-    /// signed HTTP API (here: a second Kiln realtime endpoint standing in for soketi).
+    /// Events sent arrive on another Pusher-protocol server through its signed HTTP API (here: a
+    /// second Kiln realtime endpoint standing in for soketi).
     #[tokio::test]
     async fn events_reach_the_external_server() {
-        let external_bus = Bus::new();
-        let external = Realtime::new(cfg(), external_bus.clone());
+        let external = Realtime::new(cfg(), Arc::new(NoEvents));
+        let mut seen = external.published();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, external.router()).await });
-        let mut seen = external_bus.subscribe();
-        let ours = Bus::new();
-        let _fwd = start(&ours, addr.to_string(), cfg());
+        let router = external.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let (tx, rx) = mpsc::channel(8);
+        let _fwd = tokio::spawn(send_all(rx, addr.to_string(), cfg()));
         for i in 0..3 {
-            ours.publish(Event {
+            tx.send(AppEvent {
                 channel: "private-run-x".into(),
                 name: "stdout".into(),
                 data: serde_json::json!({"chunk": format!("line {i}"), "seq": i}),
-            });
+            })
+            .await
+            .unwrap();
         }
         for i in 0..3 {
             let e = tokio::time::timeout(Duration::from_secs(5), seen.recv())

@@ -1,17 +1,21 @@
-//! kiln-server owns Kiln's HTTP face: the code-runner job API (`/v1/*`) with bearer tokens, the job
-//! queue and its capacity, the events of each job fanned out to the embedded Pusher-protocol
-//! WebSocket endpoint and to SSE, and the job records persisted in SQLite.
+//! kiln-server owns Kiln's HTTP faces over the service core (`kiln-core`): the code-runner job
+//! API (`/v1/*`, with Kiln's extensions), bearer tokens, the embedded Pusher endpoint's view of
+//! job events (`kiln-pusher` does the protocol), SSE, metrics, the OpenAPI description built from
+//! the routes, the listener with its connection limits, and the wiring of the service on one
+//! machine (SQLite records, job logs on disk, the fair in-process queue).
 
-pub mod api;
-pub mod bus;
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod coderunner;
 pub mod config;
+pub mod error;
 pub mod forward;
-pub mod job;
-pub mod manager;
-pub mod metrics;
+pub mod listener;
 pub mod openapi;
 pub mod realtime;
 pub mod server;
-pub mod store;
-pub mod validate;
-pub mod wire;
+pub mod state;
+
+#[cfg(test)]
+mod http_tests;

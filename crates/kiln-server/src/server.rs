@@ -1,40 +1,48 @@
-//! Putting the service together: the data directory, the job store (and recovery of jobs a
-//! previous process left unfinished), tokens, the engine and its pool, the routes, and a graceful
-//! shutdown that stops accepting, drains the running jobs, then stops.
+//! Putting the service together on one machine: the data directory, the job records (and the
+//! recovery of jobs a previous process left unfinished), the job logs, tokens, the engine and its
+//! pool, the job service, the routes, the listeners with their limits, and a graceful shutdown
+//! that stops accepting, drains the admitted jobs, then stops.
 
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_core::job::{expiry, now_ms};
+use kiln_core::log::{LocalEventLog, LocalLogConfig};
+use kiln_core::queue::FairQueue;
+use kiln_core::store::{JobStore, SqliteStore};
+use kiln_core::JobService;
 use kiln_engine::{Engine, EngineConfig};
 use kiln_lang::Catalog;
+use kiln_pusher::{Realtime, RealtimeConfig};
 
-use crate::api::{self, AppState};
-use crate::bus::Bus;
+use crate::auth::Tokens;
 use crate::config::ServerConfig;
-use crate::job::now_ms;
-use crate::manager::JobManager;
-use crate::realtime::{Realtime, RealtimeConfig};
-use crate::store::Store;
+use crate::listener::ConnectionLimits;
+use crate::realtime::JobEvents;
+use crate::state::AppState;
 
-/// How often expired job records are deleted.
+/// How often expired job records (and their logs) are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The data directory or a file in it.
+    /// The data directory or a file in it, or an address.
     #[error("{path}: {source}")]
     Io {
-        /// The path.
+        /// The path or address.
         path: String,
         /// The error.
         source: std::io::Error,
     },
     /// The job store.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] kiln_core::store::StoreError),
+    /// The job logs.
+    #[error(transparent)]
+    Log(#[from] kiln_core::log::LogError),
     /// The engine (cgroups, the warden binary).
     #[error("engine: {0}")]
     Engine(#[from] kiln_engine::EngineError),
@@ -82,11 +90,32 @@ fn secret_file(path: &Path) -> Result<(String, bool), ServeError> {
 pub struct Started {
     /// The address it listens on.
     pub addr: std::net::SocketAddr,
+    /// The metrics address, when there is one.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// A generated token, when none was configured and it was made just now (print it once).
     pub new_token: Option<String>,
 }
 
-/// Runs the service until `shutdown` completes; `on_start` learns the address.
+fn realtime_config(cfg: &ServerConfig) -> RealtimeConfig {
+    RealtimeConfig {
+        app_id: cfg.pusher.app_id.clone(),
+        app_key: cfg.pusher.app_key.clone(),
+        app_secret: cfg.pusher.app_secret.clone(),
+        activity_timeout_secs: 120,
+        max_message_bytes: 10 * 1024,
+    }
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Io {
+            path: addr.to_string(),
+            source: e,
+        })
+}
+
+/// Runs the service until `shutdown` completes; `on_start` learns the addresses.
 pub async fn serve(
     mut cfg: ServerConfig,
     engine_cfg: EngineConfig,
@@ -112,15 +141,21 @@ pub async fn serve(
     if cfg.pusher.app_secret.is_empty() {
         cfg.pusher.app_secret = secret_file(&cfg.data_dir.join("pusher-secret"))?.0;
     }
-    let store = Arc::new(Store::open(&cfg.data_dir.join("jobs.db"))?);
-    let ttl_ms = cfg.result_ttl().as_millis() as i64;
-    let recovered = store.recover(now_ms(), now_ms() + ttl_ms)?;
-    if recovered > 0 {
+    let store = Arc::new(SqliteStore::open(&cfg.data_dir.join("jobs.db"))?);
+    let recovered = store
+        .recover(now_ms(), expiry(now_ms(), cfg.result_ttl()))
+        .await?;
+    if !recovered.is_empty() {
         tracing::warn!(
-            recovered,
+            recovered = recovered.len(),
             "jobs left unfinished by the previous server are now `error`"
         );
     }
+    let log = Arc::new(LocalEventLog::open(LocalLogConfig {
+        dir: cfg.data_dir.join("logs"),
+        memory_budget: cfg.output_memory_bytes,
+        window_bytes: cfg.output_window_bytes,
+    })?);
     let catalog = Arc::new(Catalog::embedded()?);
     {
         // Detection runs the toolchains once; do it before the first request needs it.
@@ -132,16 +167,18 @@ pub async fn serve(
     let mut engine_cfg = engine_cfg;
     engine_cfg.pool_size = cfg.pool_size;
     let engine = Engine::new(engine_cfg)?;
-    let bus = Bus::new();
+    let service = JobService::start(
+        cfg.service(),
+        Arc::new(engine),
+        catalog,
+        Arc::new(FairQueue::new()),
+        log,
+        store,
+    )
+    .await?;
     let realtime = Realtime::new(
-        RealtimeConfig {
-            app_id: cfg.pusher.app_id.clone(),
-            app_key: cfg.pusher.app_key.clone(),
-            app_secret: cfg.pusher.app_secret.clone(),
-            activity_timeout_secs: 120,
-            max_message_bytes: 10 * 1024,
-        },
-        bus.clone(),
+        realtime_config(&cfg),
+        Arc::new(JobEvents::new(service.clone())),
     );
     let forwarder = match &cfg.pusher.external_url {
         Some(url) => {
@@ -149,47 +186,78 @@ pub async fn serve(
                 path: url.clone(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-            let rc = RealtimeConfig {
-                app_id: cfg.pusher.app_id.clone(),
-                app_key: cfg.pusher.app_key.clone(),
-                app_secret: cfg.pusher.app_secret.clone(),
-                activity_timeout_secs: 120,
-                max_message_bytes: 10 * 1024,
-            };
-            Some(crate::forward::start(&bus, authority, rc))
+            Some(crate::forward::start(
+                service.clone(),
+                authority,
+                realtime_config(&cfg),
+            ))
         }
         None => None,
     };
     let cfg = Arc::new(cfg);
-    let jobs = JobManager::start(cfg.clone(), engine, bus, store.clone());
-    let state = AppState::new(cfg.clone(), jobs.clone(), catalog, realtime.clone());
-    let app = api::router(state).merge(realtime.router());
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| ServeError::Io {
-            path: cfg.listen.to_string(),
-            source: e,
-        })?;
+    let state = AppState {
+        cfg: cfg.clone(),
+        service: service.clone(),
+        realtime,
+        tokens: Arc::new(Tokens::new(cfg.tokens.iter())),
+    };
+    let limits = ConnectionLimits {
+        max_connections: cfg.max_connections,
+        max_per_ip: cfg.max_connections_per_ip,
+        header_timeout: Duration::from_millis(cfg.header_timeout_ms),
+        idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
+        max_header_bytes: cfg.max_header_bytes,
+    };
+    let listener = bind(cfg.listen).await?;
     let addr = listener.local_addr().map_err(|e| ServeError::Io {
         path: cfg.listen.to_string(),
         source: e,
     })?;
-    let purger = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PURGE_EVERY);
-        loop {
-            tick.tick().await;
-            let s = store.clone();
-            let _ = tokio::task::spawn_blocking(move || s.purge_expired(now_ms())).await;
-        }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut metrics_task = None;
+    let mut metrics_addr = None;
+    if let Some(m) = cfg.metrics_listen {
+        let l = bind(m).await?;
+        metrics_addr = l.local_addr().ok();
+        let app = crate::app::metrics_router(state.clone());
+        let mut stop = stop_rx.clone();
+        metrics_task = Some(tokio::spawn(crate::listener::serve(
+            l,
+            app,
+            limits,
+            async move {
+                let _ = stop.changed().await;
+            },
+        )));
+    }
+    let purger = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tick.tick().await;
+                service.purge_expired().await;
+            }
+        })
+    };
+    on_start(Started {
+        addr,
+        metrics_addr,
+        new_token,
     });
-    on_start(Started { addr, new_token });
     tracing::info!(%addr, "kiln serve: listening");
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    tracing::info!("kiln serve: draining running jobs");
-    jobs.drain().await;
+    let app = crate::app::router(state);
+    let result = crate::listener::serve(listener, app, limits, async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
+    tracing::info!("kiln serve: draining admitted jobs");
+    service.drain().await;
     purger.abort();
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     if let Some(f) = forwarder {
         f.abort();
     }

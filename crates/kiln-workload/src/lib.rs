@@ -6,6 +6,6 @@
 pub mod program;
 
 pub use program::{
-    limit_overrides, run_limits, run_program, CompileResult, Program, ProgramResult,
+    limit_overrides, run_limits, run_program, CompileResult, Program, ProgramError, ProgramResult,
     COMPILE_OUTPUT_KEPT,
 };

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use kiln_engine::runner::{self, default_env, OutputSink, Phase, RunSpec, StdinSource, Stream};
+use kiln_engine::runner::{
+    self, default_env, OutputSink, Phase, RunSpec, SinkWait, StdinSource, Stream,
+};
 use kiln_engine::{
     Engine, EngineError, LimitOverrides, Limits, RunResult, Sandbox, SandboxShape, Status,
 };
@@ -212,6 +214,14 @@ impl OutputSink for CompileSink<'_> {
         self.inner.stage(stage);
     }
 
+    fn flush(&mut self) {
+        self.inner.flush();
+    }
+
+    fn ready(&mut self) -> Option<SinkWait> {
+        self.inner.ready()
+    }
+
     fn output(&mut self, stream: Stream, chunk: &[u8]) {
         let own = if stream == Stream::Stderr { 2 } else { 1 };
         for i in [0, own] {
@@ -233,6 +243,14 @@ struct MemoryErrorSink<'a, 'p> {
 impl OutputSink for MemoryErrorSink<'_, '_> {
     fn stage(&mut self, stage: Phase) {
         self.inner.stage(stage);
+    }
+
+    fn flush(&mut self) {
+        self.inner.flush();
+    }
+
+    fn ready(&mut self) -> Option<SinkWait> {
+        self.inner.ready()
     }
 
     fn output(&mut self, stream: Stream, chunk: &[u8]) {

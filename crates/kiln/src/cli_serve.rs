@@ -18,6 +18,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "KILN_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Also serve /metrics here, without a token (on the main address it needs one)
+    #[arg(long, env = "KILN_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Directory of the job database and generated secrets [default: kiln-data]
     #[arg(long, env = "KILN_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -27,9 +30,30 @@ pub struct ServeArgs {
     /// Runs at once [default: 8]
     #[arg(long, env = "KILN_CAPACITY")]
     capacity: Option<usize>,
-    /// Jobs that may wait for a slot before 429 [default: 256]
+    /// Jobs that may wait beyond those running before 429 [default: 256]
     #[arg(long, env = "KILN_QUEUE_DEPTH")]
     queue_depth: Option<usize>,
+    /// Jobs one token may have waiting, for their start or a slot [default: 64]
+    #[arg(long, env = "KILN_TOKEN_QUEUE_DEPTH")]
+    token_queue_depth: Option<usize>,
+    /// Jobs one token may have waiting for their start [default: 32]
+    #[arg(long, env = "KILN_TOKEN_AWAITING_START")]
+    token_awaiting_start: Option<usize>,
+    /// Connections open at once [default: 2048]
+    #[arg(long, env = "KILN_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Connections open at once from one client address [default: 512]
+    #[arg(long, env = "KILN_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Time to send a request head, in ms [default: 10000]
+    #[arg(long, env = "KILN_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<u64>,
+    /// Time a connection may move no byte, in ms [default: 300000]
+    #[arg(long, env = "KILN_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Bytes of job events held in memory, all jobs together [default: 67108864]
+    #[arg(long, env = "KILN_OUTPUT_MEMORY_BYTES")]
+    output_memory_bytes: Option<u64>,
     /// Warm sandboxes kept ready [default: 4]
     #[arg(long, env = "KILN_POOL_SIZE")]
     pool_size: Option<usize>,
@@ -70,10 +94,20 @@ fn load(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         data_dir,
         capacity,
         queue_depth,
+        token_queue_depth,
+        token_awaiting_start,
+        max_connections,
+        max_connections_per_ip,
+        header_timeout_ms,
+        idle_timeout_ms,
+        output_memory_bytes,
         pool_size,
         warmup_ms,
         result_ttl_secs
     );
+    if let Some(m) = args.metrics_listen {
+        cfg.metrics_listen = Some(m);
+    }
     if let Some(id) = args.pusher_app_id {
         cfg.pusher.app_id = id;
     }
@@ -129,6 +163,9 @@ pub async fn run(args: ServeArgs) -> i32 {
             eprintln!(
                 "kiln serve: generated an API token (shown once; kept in the data dir): {token}"
             );
+        }
+        if let Some(m) = s.metrics_addr {
+            eprintln!("kiln serve: metrics on http://{m}/metrics");
         }
         eprintln!("kiln serve: listening on http://{}", s.addr);
     };

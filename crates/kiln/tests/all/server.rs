@@ -520,11 +520,14 @@ fn sandbox_cgroups(pid: u32) -> usize {
 #[test]
 fn three_hundred_concurrent_executes_against_a_capacity_of_eight() {
     require_isolation!();
+    // One token sends all 300: its own quota (64 by default) must not be what refuses them.
     let s = Server::start(&[
         "--capacity",
         "8",
         "--queue-depth",
         "200",
+        "--token-queue-depth",
+        "300",
         "--pool-size",
         "4",
     ]);

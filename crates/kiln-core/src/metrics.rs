@@ -1,6 +1,7 @@
-//! `/metrics` in the Prometheus text format: jobs by state and verdict, the queue, the workers in
-//! use, a histogram of run latency, the warm pool and the realtime connections. Kept as atomics,
-//! written by hand: the format is a few lines and needs no library.
+//! The service's counters in the Prometheus text format: jobs by state and verdict, refusals by
+//! reason, the queue, the jobs waiting for their start, the workers in use, a histogram of run
+//! latency, the memory the event logs hold, and what the caller adds (the warm pool, realtime
+//! connections). Kept as atomics, written by hand: the format is a few lines and needs no library.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -16,20 +17,24 @@ const BUCKETS: [f64; 12] = [
 #[derive(Debug, Default)]
 pub struct Metrics {
     finished: Mutex<BTreeMap<(String, String), u64>>,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
     submitted: AtomicU64,
-    rejected: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
 }
 
 /// Gauges read at scrape time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
-    /// Jobs waiting for a worker.
+    /// Jobs waiting for a run slot.
     pub queued: usize,
+    /// Jobs waiting for their start.
+    pub awaiting_start: usize,
     /// Jobs a worker holds.
     pub active: usize,
+    /// Bytes of events the logs hold in memory.
+    pub log_memory_bytes: u64,
     /// Ready sandboxes in the pool.
     pub pool_ready: usize,
     /// Open realtime connections.
@@ -42,9 +47,14 @@ impl Metrics {
         self.submitted.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A job was refused for capacity.
-    pub fn rejected(&self) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+    /// A job was refused for capacity or a quota (`reason`: `queue`, `owner_queue`, …).
+    pub fn rejected(&self, reason: &'static str) {
+        *self
+            .rejected
+            .lock()
+            .expect("metrics lock")
+            .entry(reason)
+            .or_default() += 1;
     }
 
     /// A job ended in `state` with `verdict`, `seconds` after its start.
@@ -79,28 +89,33 @@ impl Metrics {
                 "kiln_jobs_finished_total{{state=\"{state}\",verdict=\"{verdict}\"}} {n}"
             ));
         }
-        for (name, help, value) in [
-            (
-                "kiln_jobs_submitted_total",
-                "Jobs admitted.",
-                self.submitted.load(Ordering::Relaxed),
-            ),
-            (
-                "kiln_jobs_rejected_total",
-                "Jobs refused with 429 (queue full).",
-                self.rejected.load(Ordering::Relaxed),
-            ),
-        ] {
-            line(format!("# HELP {name} {help}"));
-            line(format!("# TYPE {name} counter"));
-            line(format!("{name} {value}"));
+        line("# HELP kiln_jobs_submitted_total Jobs admitted.".into());
+        line("# TYPE kiln_jobs_submitted_total counter".into());
+        line(format!(
+            "kiln_jobs_submitted_total {}",
+            self.submitted.load(Ordering::Relaxed)
+        ));
+        line(
+            "# HELP kiln_jobs_rejected_total Jobs refused with 429, by reason (queue, owner_queue, owner_awaiting, storage, owner_storage).".into(),
+        );
+        line("# TYPE kiln_jobs_rejected_total counter".into());
+        for (reason, n) in self.rejected.lock().expect("metrics lock").iter() {
+            line(format!(
+                "kiln_jobs_rejected_total{{reason=\"{reason}\"}} {n}"
+            ));
         }
         for (name, help, value) in [
-            ("kiln_queue_depth", "Jobs waiting for a worker.", g.queued),
+            ("kiln_queue_depth", "Jobs waiting for a run slot.", g.queued),
             (
-                "kiln_jobs_active",
-                "Jobs held by a worker (waiting for start or running).",
-                g.active,
+                "kiln_jobs_awaiting_start",
+                "Jobs waiting for their start (they hold no run slot).",
+                g.awaiting_start,
+            ),
+            ("kiln_jobs_active", "Jobs held by a worker.", g.active),
+            (
+                "kiln_event_log_memory_bytes",
+                "Bytes of job events held in memory.",
+                g.log_memory_bytes as usize,
             ),
             ("kiln_pool_ready", "Warm sandboxes ready.", g.pool_ready),
             (
@@ -147,12 +162,14 @@ mod tests {
         m.submitted();
         m.finished("done", "ok", 0.02);
         m.finished("done", "time_limit", 3.0);
+        m.rejected("owner_queue");
         let text = m.render(Gauges {
             queued: 2,
             active: 1,
             pool_ready: 4,
-            connections: 0,
+            ..Gauges::default()
         });
+        assert!(text.contains("kiln_jobs_rejected_total{reason=\"owner_queue\"} 1"));
         assert!(text.contains("kiln_jobs_finished_total{state=\"done\",verdict=\"ok\"} 1"));
         assert!(text.contains("kiln_run_latency_seconds_bucket{le=\"0.025\"} 1"));
         assert!(text.contains("kiln_run_latency_seconds_bucket{le=\"5\"} 2"));

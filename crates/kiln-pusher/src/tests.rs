@@ -8,8 +8,7 @@ use sha2::Sha256;
 
 use super::auth::{md5_hex, string_to_sign, verify_request, RequestAuthError};
 use super::protocol::{self, encode_data, valid_channel_name, ChannelKind, MemberData};
-use super::{signed_events_request, Realtime, RealtimeConfig};
-use crate::bus::{Bus, Event};
+use super::{signed_events_request, AppEvent as Event, NoEvents, Realtime, RealtimeConfig};
 
 /// The credentials of the Pusher documentation's examples.
 fn doc_config() -> RealtimeConfig {
@@ -40,7 +39,7 @@ fn pairs(query: &str) -> Vec<(String, String)> {
 
 #[test]
 fn sign_matches_the_documented_private_channel_vector() {
-    let realtime = Realtime::new(doc_config(), Bus::new());
+    let realtime = Realtime::new(doc_config(), std::sync::Arc::new(NoEvents));
     assert_eq!(
         realtime.sign("1234.1234", "private-foobar"),
         "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
@@ -49,7 +48,7 @@ fn sign_matches_the_documented_private_channel_vector() {
 
 #[test]
 fn sign_presence_matches_the_documented_vector() {
-    let realtime = Realtime::new(doc_config(), Bus::new());
+    let realtime = Realtime::new(doc_config(), std::sync::Arc::new(NoEvents));
     let channel_data = r#"{"user_id":10,"user_info":{"name":"Mr. Channels"}}"#;
     assert_eq!(
         realtime.sign_presence("1234.1234", "presence-foobar", channel_data),

@@ -1,10 +1,10 @@
-//! The code-runner wire contract: request and response bodies and channel events, with exactly the
-//! contract's fields (its validators reject any other). Kiln's own facts travel in separate shapes
-//! (the `usage` event, `POST /v1/run`).
+//! The code-runner wire contract: response bodies and channel events, with exactly the contract's
+//! fields (its validators reject any other). Kiln's own facts travel in separate shapes (the
+//! `usage` event, `POST /v1/run`).
 
 use serde::{Deserialize, Serialize};
 
-/// A job's state.
+/// A job's state, as the contract names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
@@ -22,36 +22,16 @@ pub enum JobState {
     Error,
 }
 
-impl JobState {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Starting => "starting",
-            JobState::Running => "running",
-            JobState::Done => "done",
-            JobState::Killed => "killed",
-            JobState::Error => "error",
+impl From<kiln_core::JobState> for JobState {
+    fn from(s: kiln_core::JobState) -> Self {
+        match s {
+            kiln_core::JobState::Queued => JobState::Queued,
+            kiln_core::JobState::Starting => JobState::Starting,
+            kiln_core::JobState::Running => JobState::Running,
+            kiln_core::JobState::Done => JobState::Done,
+            kiln_core::JobState::Killed => JobState::Killed,
+            kiln_core::JobState::Error => JobState::Error,
         }
-    }
-
-    /// Parses a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            JobState::Queued,
-            JobState::Starting,
-            JobState::Running,
-            JobState::Done,
-            JobState::Killed,
-            JobState::Error,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-    }
-
-    /// Whether the job is over.
-    pub fn is_final(self) -> bool {
-        matches!(self, JobState::Done | JobState::Killed | JobState::Error)
     }
 }
 
@@ -160,7 +140,8 @@ pub struct RunResultWire {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageEvent {
-    /// The verdict.
+    /// The verdict: the run's (`ok`, `time_limit`, …), or `expired` for a job whose start never
+    /// came.
     pub status: String,
     /// CPU time of the run stage, ms.
     pub cpu_ms: u64,
@@ -171,7 +152,8 @@ pub struct UsageEvent {
     /// The compile stage's verdict, CPU ms and peak memory, for compiled languages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compile: Option<StageUsage>,
-    /// Why Kiln could not run the job, for `internal_error`.
+    /// Why the job did not run to a verdict of its own (`internal_error`, `expired`, a kill
+    /// before its start).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

@@ -1,12 +1,14 @@
 //! One WebSocket connection, from the handshake to the close.
 //!
-//! Each socket has two tasks. The session (this module's loop) reads the client, follows the bus,
-//! keeps the activity clock and queues frames; the writer drains the queue to the network. The
-//! queue is bounded, so a client that stops reading costs a fixed amount of memory:
+//! Each socket has two tasks. The session (this module's loop) reads the client, follows the
+//! feeds of its channels, keeps the activity clock and queues frames; the writer drains the queue
+//! to the network. The queue is bounded, so a client that stops reading costs a fixed amount of
+//! memory:
 //! - app events take one of a fixed number of slots. With all taken, the session holds the next
-//!   event and stops reading the bus, whose shared ring then buffers for it. The socket is closed
-//!   with 4100 (the client backs off and reconnects) when no slot frees for a pong timeout, or
-//!   when the ring overwrites events it has not read.
+//!   event and stops reading its feeds, which then wait (a feed reads from where the application
+//!   keeps its events; nothing piles up for the socket). The socket is closed with 4100 (the client
+//!   backs off and reconnects) when no slot frees for a pong timeout, or when it falls behind the
+//!   events published on the endpoint itself by more than their backlog.
 //! - everything else (replies, other sockets' client events, presence notices) uses the rest of
 //!   the queue; when even that is full the socket is closed with 4100 at once.
 //!
@@ -24,6 +26,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
 use super::auth::{channel_auth, ct_eq};
@@ -32,7 +35,10 @@ use super::protocol::{
     self, code, encode_data, valid_channel_name, ChannelKind, ClientMessage, MemberData,
     SubscribeData, MAX_NAME_LEN,
 };
-use crate::bus::Event;
+use crate::AppEvent as Event;
+
+/// Events of a socket's feeds that may wait for it, all its channels together.
+const FEED_BACKLOG: usize = 16;
 
 /// How long the writer may take to flush a closing socket before it is simply dropped.
 const WRITER_GRACE: Duration = Duration::from_secs(5);
@@ -83,9 +89,9 @@ fn new_socket_id() -> String {
 /// Serves one upgraded connection until it closes.
 pub(crate) async fn serve(hub: Arc<Hub>, ws: WebSocket, handshake: Handshake) {
     let open = hub.open_socket();
-    // Subscribing before anything is sent means no event published after the client could have
-    // subscribed is missed.
-    let bus_rx = hub.bus.subscribe();
+    // Following the published events before anything is sent means none published after the
+    // client could have subscribed is missed.
+    let triggers = hub.triggers.subscribe();
     let (sink, stream) = ws.split();
     let queue_len = hub.options.send_queue_len.max(2);
     let (tx, rx) = mpsc::channel(queue_len);
@@ -97,6 +103,7 @@ pub(crate) async fn serve(hub: Arc<Hub>, ws: WebSocket, handshake: Handshake) {
         tracing::debug!(code = closing.code, reason = %closing.message, "realtime connection refused");
         peer.close(closing);
     } else {
+        let (feed_tx, feed_rx) = mpsc::channel(FEED_BACKLOG);
         let socket_id = new_socket_id();
         let activity = hub.config.activity_timeout_secs.max(1);
         peer.send(protocol::connection_established(&socket_id, activity));
@@ -114,8 +121,12 @@ pub(crate) async fn serve(hub: Arc<Hub>, ws: WebSocket, handshake: Handshake) {
             // A quarter of the queue stays free for replies.
             slots: Arc::new(Semaphore::new(queue_len - queue_len / 4)),
             waiting: None,
+            feeds: HashMap::new(),
+            feed_tx,
         };
-        session.run(stream, bus_rx, kill_rx.clone()).await;
+        session
+            .run(stream, triggers, feed_rx, kill_rx.clone())
+            .await;
     }
 
     // The writer ends once every handle to the queue is gone (the session left its rooms).
@@ -141,9 +152,12 @@ struct Session {
     ping_sent: Option<Instant>,
     /// Free places in the queue for app events (the rest of the queue is kept for replies).
     slots: Arc<Semaphore>,
-    /// A bus event for this socket, waiting for a slot since the instant given. If none frees
+    /// An event for this socket, waiting for a slot since the instant given. If none frees
     /// within the pong timeout, the client counts as not reading and is dropped.
     waiting: Option<(Arc<Event>, Instant)>,
+    /// Per subscribed channel with a feed, the task that forwards it into `feed_tx`.
+    feeds: HashMap<String, JoinHandle<()>>,
+    feed_tx: mpsc::Sender<Arc<Event>>,
 }
 
 type Flow = ControlFlow<()>;
@@ -152,7 +166,8 @@ impl Session {
     async fn run(
         mut self,
         mut stream: SplitStream<WebSocket>,
-        mut bus: broadcast::Receiver<Arc<Event>>,
+        mut triggers: broadcast::Receiver<Arc<Event>>,
+        mut feeds: mpsc::Receiver<Arc<Event>>,
         mut kill: watch::Receiver<Option<Closing>>,
     ) {
         loop {
@@ -168,7 +183,7 @@ impl Session {
                 biased;
                 _ = kill.changed() => Flow::Break(()),
                 () = self.peer.closed() => Flow::Break(()),
-                // Timers come before the bus so a steady stream of events cannot starve them.
+                // Timers come before the events so a steady stream of them cannot starve them.
                 () = tokio::time::sleep_until(idle_at) => self.on_idle(),
                 () = tokio::time::sleep_until(stalled_at.unwrap_or(idle_at)), if stalled_at.is_some() => {
                     self.too_slow("Client is not reading")
@@ -177,7 +192,8 @@ impl Session {
                 slot = Arc::clone(&self.slots).acquire_owned(), if self.waiting.is_some() => {
                     self.deliver_waiting(slot.ok())
                 }
-                event = bus.recv(), if self.waiting.is_none() => self.on_event(event),
+                event = triggers.recv(), if self.waiting.is_none() => self.on_event(event),
+                Some(event) = feeds.recv(), if self.waiting.is_none() => self.on_event(Ok(event)),
             };
             if flow.is_break() {
                 break;
@@ -185,6 +201,9 @@ impl Session {
         }
         for channel in self.subscriptions.keys() {
             self.hub.leave(channel, self.conn);
+        }
+        for feed in self.feeds.values() {
+            feed.abort();
         }
         tracing::debug!(socket_id = self.socket_id, "realtime connection ended");
     }
@@ -216,8 +235,8 @@ impl Session {
         self.send(protocol::ping())
     }
 
-    /// A bus event: queued if the socket is subscribed and a slot is free, held otherwise. While
-    /// one is held the bus is not read, so the shared bus ring is the buffer, not this socket.
+    /// An event: queued if the socket is subscribed and a slot is free, held otherwise. While one
+    /// is held the feeds are not read, so they wait where the events are kept.
     fn on_event(&mut self, event: Result<Arc<Event>, RecvError>) -> Flow {
         match event {
             Ok(event) if self.subscriptions.contains_key(&event.channel) => {
@@ -389,6 +408,21 @@ impl Session {
             Err(full) => return refuse("LimitReached", &full.to_string(), 4100),
         };
         self.subscriptions.insert(request.channel.clone(), kind);
+        // The feed starts before the client learns it is subscribed: nothing published after
+        // that is missed.
+        if !self.feeds.contains_key(&request.channel) {
+            if let Some(mut feed) = self.hub.source.subscribe(&request.channel) {
+                let tx = self.feed_tx.clone();
+                let task = tokio::spawn(async move {
+                    while let Some(event) = feed.next().await {
+                        if tx.send(Arc::new(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                self.feeds.insert(request.channel.clone(), task);
+            }
+        }
         self.send(protocol::subscription_succeeded(&request.channel, data))
     }
 
@@ -397,6 +431,9 @@ impl Session {
             Ok(request) => {
                 if self.subscriptions.remove(&request.channel).is_some() {
                     self.hub.leave(&request.channel, self.conn);
+                }
+                if let Some(feed) = self.feeds.remove(&request.channel) {
+                    feed.abort();
                 }
                 Flow::Continue(())
             }

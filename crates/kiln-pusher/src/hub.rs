@@ -2,8 +2,10 @@
 //! events and presence notices reach the other sockets), presence member lists, and the handle
 //! through which one socket's task queues frames for another.
 //!
-//! App events do not pass through here: each socket filters the bus itself. The lock is a plain
-//! mutex because nothing done under it waits: frames are queued with `try_send`.
+//! The application's events do not pass through here: each socket follows the feeds of its own
+//! channels. Events published on the endpoint (the HTTP API's triggers) go out on a broadcast that
+//! each socket filters by its channels. The lock is a plain mutex because nothing done under it
+//! waits: frames are queued with `try_send`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,11 +14,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::sync::{broadcast, mpsc, watch, OwnedSemaphorePermit};
 
 use super::protocol::{self, code, MemberData};
-use super::{RealtimeConfig, RealtimeOptions};
-use crate::bus::Bus;
+use super::{AppEvent, EventSource, RealtimeConfig, RealtimeOptions};
+
+/// Published events a socket may fall behind by before it is dropped as too slow.
+const TRIGGER_BACKLOG: usize = 1024;
 
 /// Members a presence channel may hold (soketi's default; Pusher's is also 100).
 pub(crate) const MAX_PRESENCE_MEMBERS: usize = 100;
@@ -168,24 +172,36 @@ pub(crate) struct Hub {
     pub(crate) config: RealtimeConfig,
     /// The less common settings.
     pub(crate) options: RealtimeOptions,
-    /// Where app events come from (and where the HTTP API publishes).
-    pub(crate) bus: Bus,
+    /// Where the application's events come from.
+    pub(crate) source: Arc<dyn EventSource>,
+    /// Events published on the endpoint itself.
+    pub(crate) triggers: broadcast::Sender<Arc<AppEvent>>,
     open: AtomicUsize,
     next_conn: AtomicU64,
     rooms: Mutex<HashMap<String, Room>>,
 }
 
 impl Hub {
-    /// Empty state over `bus`.
-    pub(crate) fn new(config: RealtimeConfig, options: RealtimeOptions, bus: Bus) -> Self {
+    /// Empty state over `source`.
+    pub(crate) fn new(
+        config: RealtimeConfig,
+        options: RealtimeOptions,
+        source: Arc<dyn EventSource>,
+    ) -> Self {
         Self {
             config,
             options,
-            bus,
+            source,
+            triggers: broadcast::channel(TRIGGER_BACKLOG).0,
             open: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             rooms: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sends a published event to the sockets subscribed to its channel.
+    pub(crate) fn publish(&self, event: AppEvent) {
+        let _ = self.triggers.send(Arc::new(event));
     }
 
     /// Open sockets.

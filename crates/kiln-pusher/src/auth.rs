@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::protocol::encode_data;
 use super::RealtimeConfig;
-use crate::bus::Event;
+use crate::AppEvent as Event;
 
 /// How far `auth_timestamp` may be from the server's clock (the spec's 10 minutes), which bounds
 /// how long a captured request can be replayed.

@@ -12,8 +12,52 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{signed_events_request, Realtime, RealtimeConfig, RealtimeOptions};
-use crate::bus::{Bus, Event};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::broadcast;
+
+use super::{
+    signed_events_request, AppEvent as Event, ChannelFeed, EventSource, Realtime, RealtimeConfig,
+    RealtimeOptions,
+};
+
+/// The application's events for the tests: a broadcast per channel, followed from the moment a
+/// socket subscribes.
+#[derive(Debug, Default)]
+struct TestSource {
+    channels: Mutex<HashMap<String, broadcast::Sender<Event>>>,
+}
+
+impl TestSource {
+    fn sender(&self, channel: &str) -> broadcast::Sender<Event> {
+        self.channels
+            .lock()
+            .unwrap()
+            .entry(channel.to_owned())
+            .or_insert_with(|| broadcast::channel(1 << 16).0)
+            .clone()
+    }
+}
+
+impl EventSource for TestSource {
+    fn subscribe(&self, channel: &str) -> Option<ChannelFeed> {
+        let rx = self.sender(channel).subscribe();
+        Some(
+            stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(event) => return Some((event, rx)),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            })
+            .boxed(),
+        )
+    }
+}
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -23,7 +67,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Server {
     addr: SocketAddr,
     realtime: Realtime,
-    bus: Bus,
+    source: Arc<TestSource>,
 }
 
 fn config() -> RealtimeConfig {
@@ -37,8 +81,8 @@ fn config() -> RealtimeConfig {
 }
 
 async fn start_with(config: RealtimeConfig, options: RealtimeOptions) -> Server {
-    let bus = Bus::new();
-    let realtime = Realtime::with_options(config, options, bus.clone());
+    let source = Arc::new(TestSource::default());
+    let realtime = Realtime::with_options(config, options, source.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = realtime.router();
@@ -46,7 +90,7 @@ async fn start_with(config: RealtimeConfig, options: RealtimeOptions) -> Server 
     Server {
         addr,
         realtime,
-        bus,
+        source,
     }
 }
 
@@ -130,8 +174,8 @@ async fn subscribe(client: &mut Client, data: Value) -> Value {
     recv(client).await
 }
 
-fn publish(bus: &Bus, channel: &str, name: &str, data: Value) {
-    bus.publish(Event {
+fn publish(source: &TestSource, channel: &str, name: &str, data: Value) {
+    let _ = source.sender(channel).send(Event {
         channel: channel.into(),
         name: name.into(),
         data,
@@ -223,7 +267,7 @@ async fn private_channels_need_the_right_auth() {
 }
 
 #[tokio::test]
-async fn bus_events_arrive_in_order_only_on_subscribed_channels_until_unsubscribed() {
+async fn app_events_arrive_in_order_only_on_subscribed_channels_until_unsubscribed() {
     let server = start().await;
     let (mut client, socket_id) = connect(&server).await;
     let channel = "private-run-1";
@@ -233,13 +277,13 @@ async fn bus_events_arrive_in_order_only_on_subscribed_channels_until_unsubscrib
 
     for seq in 0..20 {
         publish(
-            &server.bus,
+            &server.source,
             "private-run-other",
             "stdout",
             json!({"chunk": "no", "seq": seq}),
         );
         publish(
-            &server.bus,
+            &server.source,
             channel,
             "stdout",
             json!({"chunk": "hi\n", "seq": seq}),
@@ -262,7 +306,7 @@ async fn bus_events_arrive_in_order_only_on_subscribed_channels_until_unsubscrib
     .await;
     expect_nothing_pending(&mut client).await;
     publish(
-        &server.bus,
+        &server.source,
         channel,
         "stdout",
         json!({"chunk": "late", "seq": 99}),
@@ -492,7 +536,7 @@ async fn a_client_that_stops_reading_is_dropped_without_stalling_others() {
     while seq < 12_000 && server.realtime.connections() == 2 {
         for _ in 0..64 {
             publish(
-                &server.bus,
+                &server.source,
                 "flood",
                 "stdout",
                 json!({"chunk": chunk, "seq": seq}),

@@ -1,11 +1,14 @@
-//! The embedded Pusher Channels server (protocol 7, and 6 for pysher): job events on the bus reach
-//! pusher-js and pysher clients over `GET /app/{appKey}` WebSockets, and the Pusher server SDKs can
-//! publish through the signed HTTP events API. [`signed_events_request`] covers the other
-//! direction: publishing to an external Pusher-compatible server.
+//! kiln-pusher is an embedded Pusher Channels server (protocol 7, and 6 for pysher): pusher-js
+//! and pysher clients connect over `GET /app/{appKey}` WebSockets and subscribe to channels; the
+//! Pusher server SDKs publish through the signed HTTP events API. It knows nothing of what the
+//! events mean: the application hands it an [`EventSource`], which it asks for one channel's
+//! events when a socket subscribes to that channel, so each socket follows only its own
+//! channels. [`signed_events_request`] covers the other direction: publishing to an external
+//! Pusher-compatible server.
 //!
 //! - `protocol`: frames, channel names and codes.
 //! - `auth`: channel and HTTP API signatures.
-//! - `hub`: state shared between sockets (rooms, presence members).
+//! - `hub`: state shared between sockets (rooms, presence members, triggered events).
 //! - `socket`: one connection's session and writer.
 //! - `http_api`: the trigger routes.
 
@@ -27,12 +30,43 @@ use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use futures_util::stream::BoxStream;
 
 pub use auth::signed_events_request;
 
-use crate::bus::Bus;
 use hub::Hub;
 use socket::Handshake;
+
+/// One event on one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppEvent {
+    /// The channel, e.g. `private-run-<jobId>`.
+    pub channel: String,
+    /// The event name, e.g. `stdout`.
+    pub name: String,
+    /// The payload, sent to clients as a JSON-encoded string (a string is sent as it is).
+    pub data: serde_json::Value,
+}
+
+/// A channel's events, in order.
+pub type ChannelFeed = BoxStream<'static, AppEvent>;
+
+/// Where the application's events come from.
+pub trait EventSource: Send + Sync + fmt::Debug + 'static {
+    /// The events of `channel` from now on, for a socket that has just subscribed to it; `None`
+    /// when the application has none for that channel.
+    fn subscribe(&self, channel: &str) -> Option<ChannelFeed>;
+}
+
+/// An application with no events of its own: sockets receive only what the HTTP API publishes.
+#[derive(Debug, Default)]
+pub struct NoEvents;
+
+impl EventSource for NoEvents {
+    fn subscribe(&self, _channel: &str) -> Option<ChannelFeed> {
+        None
+    }
+}
 
 /// Settings of the embedded Pusher endpoint.
 #[derive(Clone)]
@@ -94,22 +128,38 @@ pub struct Realtime {
 }
 
 impl Realtime {
-    /// An endpoint serving the events of `bus`. Spawns nothing until a client connects, so it may
-    /// be built outside a runtime.
-    pub fn new(config: RealtimeConfig, bus: Bus) -> Self {
-        Self::with_options(config, RealtimeOptions::default(), bus)
+    /// An endpoint serving the events of `source`. Spawns nothing until a client connects, so it
+    /// may be built outside a runtime.
+    pub fn new(config: RealtimeConfig, source: Arc<dyn EventSource>) -> Self {
+        Self::with_options(config, RealtimeOptions::default(), source)
     }
 
     /// [`Realtime::new`] with non-default [`RealtimeOptions`].
-    pub fn with_options(config: RealtimeConfig, options: RealtimeOptions, bus: Bus) -> Self {
+    pub fn with_options(
+        config: RealtimeConfig,
+        options: RealtimeOptions,
+        source: Arc<dyn EventSource>,
+    ) -> Self {
         Self {
-            hub: Arc::new(Hub::new(config, options, bus)),
+            hub: Arc::new(Hub::new(config, options, source)),
         }
+    }
+
+    /// Publishes an event to the sockets subscribed to its channel now (what the HTTP events API
+    /// does for a trigger).
+    pub fn publish(&self, event: AppEvent) {
+        self.hub.publish(event);
+    }
+
+    /// The events published on the endpoint from now on (by [`Realtime::publish`] or the HTTP
+    /// events API).
+    pub fn published(&self) -> tokio::sync::broadcast::Receiver<Arc<AppEvent>> {
+        self.hub.triggers.subscribe()
     }
 
     /// `GET /app/{appKey}` (the WebSocket; query `protocol=7&client=js&version=..`),
     /// `POST /apps/{appId}/events` and `POST /apps/{appId}/batch_events` (signed Pusher HTTP API;
-    /// accepted events are published on the bus). The state is applied, so it can be merged.
+    /// accepted events go to the channels' sockets). The state is applied, so it can be merged.
     pub fn router(&self) -> Router {
         Router::new()
             .route("/app/{app_key}", get(upgrade))

@@ -1,7 +1,7 @@
 //! The Pusher HTTP API's trigger routes, so the Pusher server SDKs (node `pusher`, python
 //! `pusher`, …) can publish through Kiln: `POST /apps/{appId}/events` and
-//! `POST /apps/{appId}/batch_events`. Requests are signed (auth_version 1.0); accepted events are
-//! published on the bus, whence every subscribed socket receives them.
+//! `POST /apps/{appId}/batch_events`. Requests are signed (auth_version 1.0); accepted events go to
+//! every socket subscribed to their channels.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,14 +17,14 @@ use serde_json::{json, Value};
 use super::auth::{verify_request, RequestAuthError};
 use super::hub::Hub;
 use super::protocol::{encode_data, valid_channel_name, MAX_NAME_LEN};
-use crate::bus::Event;
+use crate::AppEvent as Event;
 
 /// Channels one trigger may name (Pusher's and soketi's limit).
 const MAX_CHANNELS_PER_TRIGGER: usize = 100;
 /// Events one batch may hold (Pusher's and soketi's limit).
 const MAX_BATCH: usize = 10;
 
-/// Why a trigger was refused; the body is `{"error", "code"}` as Pusher's API answers.
+/// Why a trigger was refused; the body is `{"error"}`, the shape of every error body of Kiln.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The path's app id is not this server's.
@@ -60,7 +60,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = json!({"error": self.to_string(), "code": status.as_u16()});
+        let body = json!({"error": self.to_string()});
         (status, Json(body)).into_response()
     }
 }
@@ -134,11 +134,11 @@ fn events_of(hub: &Hub, trigger: Trigger) -> Result<Vec<Event>, ApiError> {
         .collect())
 }
 
-/// Publishes on the bus. `socket_id` exclusion cannot be honoured: bus events carry no sender, so
-/// the triggering socket (if any) receives its own event too.
+/// Publishes to the channels' sockets. `socket_id` exclusion is not honoured: published events
+/// carry no sender, so the triggering socket (if any) receives its own event too.
 fn publish(hub: &Hub, events: Vec<Event>) -> Response {
     for event in events {
-        hub.bus.publish(event);
+        hub.publish(event);
     }
     (StatusCode::OK, Json(json!({}))).into_response()
 }

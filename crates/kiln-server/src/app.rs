@@ -1,0 +1,62 @@
+//! The whole HTTP application: the code-runner face, `/openapi.json`, the Pusher endpoint, the
+//! bearer check in front of them, and the JSON fallbacks for an unknown route or method.
+
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::auth::authenticate;
+use crate::error::{echo, ApiError};
+use crate::state::AppState;
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("No route for {method} {}", echo(uri.path())),
+    )
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", echo(uri.path())),
+    )
+}
+
+/// The application, with its state applied.
+pub fn router(state: AppState) -> Router {
+    let (api, _) = crate::coderunner::routes().split_for_parts();
+    let realtime = state.realtime.router();
+    api.route(
+        "/openapi.json",
+        get(|| async {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                crate::openapi::json(),
+            )
+                .into_response()
+        }),
+    )
+    .fallback(no_route)
+    .method_not_allowed_fallback(wrong_method)
+    .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+    .with_state(state)
+    .merge(realtime)
+}
+
+/// The application of the metrics address: `/metrics` without a token.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(s): axum::extract::State<AppState>| async move {
+                    crate::coderunner::handlers::metrics_text(&s)
+                },
+            ),
+        )
+        .fallback(no_route)
+        .with_state(state)
+}

@@ -1,0 +1,176 @@
+//! Domain to wire: a job's record as the contract's status, its events as the contract's channel
+//! events (and Kiln's `usage`), its outcome as a `result` and a RunResult.
+
+use base64::Engine as _;
+use kiln_core::job::StageFacts;
+use kiln_core::{
+    EventRecord, JobEvent, JobOutcome, JobRecord, OutputEncoding, OutputStream, Verdict,
+};
+use kiln_engine::Status;
+use serde_json::{json, Value};
+
+use super::wire::{CompileResultWire, JobStatus, ResultEvent, StageUsage, UsageEvent};
+
+/// `private-run-<jobId>`.
+pub fn channel_of(id: &str) -> String {
+    format!("private-run-{id}")
+}
+
+/// The job id of a `private-run-<jobId>` channel.
+pub fn job_of_channel(channel: &str) -> Option<&str> {
+    channel
+        .strip_prefix("private-run-")
+        .filter(|id| !id.is_empty())
+}
+
+/// The contract's status body.
+pub fn status(r: &JobRecord) -> JobStatus {
+    JobStatus {
+        job_id: r.id.to_string(),
+        channel: channel_of(r.id.as_str()),
+        language: r.language.clone(),
+        version: r.version.clone(),
+        state: r.state.into(),
+        updated_at_ms: r.updated_at_ms,
+    }
+}
+
+/// The event name of an output stream.
+pub fn stream_event(stream: OutputStream) -> &'static str {
+    match stream {
+        OutputStream::Stdout => "stdout",
+        OutputStream::Stderr => "stderr",
+        OutputStream::Compile => "compile_output",
+    }
+}
+
+/// Output bytes as the job's clients get them. Chunks end on character boundaries when the
+/// output is UTF-8 (the job's sink cuts them so), so each converts on its own.
+pub fn text(bytes: &[u8], encoding: OutputEncoding) -> String {
+    match encoding {
+        OutputEncoding::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
+        OutputEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
+    }
+}
+
+/// One domain event as the channel's wire events (`name`, `data`): a stage, a chunk, or the end
+/// (`usage` then `result`).
+pub fn events(record: &EventRecord, encoding: OutputEncoding) -> Vec<(&'static str, Value)> {
+    match &record.event {
+        JobEvent::Stage(stage) => vec![("stage", json!({ "phase": stage }))],
+        JobEvent::Output { stream, seq, bytes } => vec![(
+            stream_event(*stream),
+            json!({"chunk": text(bytes, encoding), "seq": seq}),
+        )],
+        JobEvent::Finished(outcome) => vec![
+            ("usage", json!(usage(outcome))),
+            ("result", json!(result(outcome))),
+        ],
+    }
+}
+
+/// The `result` event of an outcome.
+pub fn result(o: &JobOutcome) -> ResultEvent {
+    let run = o.run.as_ref();
+    let status = match o.verdict {
+        Verdict::Run(s) => Some(s),
+        Verdict::Expired => None,
+    };
+    ResultEvent {
+        exit_code: o.exit_code(),
+        signal: run.and_then(|r| r.signal.clone()),
+        timed_out: matches!(status, Some(Status::TimeLimit | Status::WallTimeLimit)),
+        idle_timed_out: status == Some(Status::IdleTimeLimit),
+        truncated: run.is_some_and(|r| r.truncated),
+        duration_ms: run.map_or(0, |r| r.wall_ms),
+    }
+}
+
+fn stage_usage(s: &StageFacts) -> StageUsage {
+    StageUsage {
+        status: s.status.as_str().into(),
+        cpu_ms: s.cpu_ms,
+        wall_ms: s.wall_ms,
+        memory_bytes: s.memory_bytes,
+    }
+}
+
+/// Kiln's `usage` event of an outcome.
+pub fn usage(o: &JobOutcome) -> UsageEvent {
+    let run = o.run.as_ref();
+    UsageEvent {
+        status: o.verdict.as_str().into(),
+        cpu_ms: run.map_or(0, |r| r.cpu_ms),
+        wall_ms: run.map_or(0, |r| r.wall_ms),
+        memory_bytes: run.map_or(0, |r| r.memory_bytes),
+        compile: o.compile.as_ref().map(stage_usage),
+        message: o
+            .message
+            .clone()
+            .or_else(|| run.and_then(|r| r.message.clone())),
+    }
+}
+
+/// The compile stage of a RunResult.
+pub fn compile(o: &JobOutcome) -> Option<CompileResultWire> {
+    let facts = o.compile.as_ref()?;
+    let out = o.compile_output.as_ref();
+    Some(CompileResultWire {
+        exit_code: facts.exit_code,
+        signal: facts.signal.clone(),
+        stdout: out.map(|c| c.stdout.clone()).unwrap_or_default(),
+        stderr: out.map(|c| c.stderr.clone()).unwrap_or_default(),
+        output: out.map(|c| c.output.clone()).unwrap_or_default(),
+        duration_ms: facts.wall_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_core::Stage;
+
+    #[test]
+    fn output_is_text_or_base64_and_the_end_is_usage_then_result() {
+        let chunk = EventRecord {
+            position: 1,
+            event: JobEvent::Output {
+                stream: OutputStream::Compile,
+                seq: 3,
+                bytes: bytes::Bytes::from_static(&[0xff, b'a']),
+            },
+        };
+        assert_eq!(
+            events(&chunk, OutputEncoding::Utf8),
+            [("compile_output", json!({"chunk": "\u{fffd}a", "seq": 3}))]
+        );
+        assert_eq!(
+            events(&chunk, OutputEncoding::Base64),
+            [("compile_output", json!({"chunk": "/2E=", "seq": 3}))]
+        );
+        let stage = EventRecord {
+            position: 0,
+            event: JobEvent::Stage(Stage::Running),
+        };
+        assert_eq!(
+            events(&stage, OutputEncoding::Utf8),
+            [("stage", json!({"phase": "running"}))]
+        );
+        let end = EventRecord {
+            position: 2,
+            event: JobEvent::Finished(Box::new(JobOutcome::unrun(Verdict::Expired, "late"))),
+        };
+        let names: Vec<&str> = events(&end, OutputEncoding::Utf8)
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(names, ["usage", "result"]);
+        assert_eq!(
+            usage(&JobOutcome::unrun(Verdict::Expired, "late")).status,
+            "expired"
+        );
+        assert_eq!(job_of_channel("private-run-abc"), Some("abc"));
+        assert_eq!(job_of_channel("private-run-"), None);
+        assert_eq!(job_of_channel("private-other"), None);
+    }
+}
