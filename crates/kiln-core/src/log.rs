@@ -13,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -306,7 +307,9 @@ fn write_loop(shared: &Shared, rx: std::sync::mpsc::Receiver<WriteOp>) {
     }
 }
 
-/// Reads records `from..` (at most `max`) of a job's file, using `offsets` when known.
+/// Reads records `from..` (at most `max`) of a job's file: from `offset` (where record `from`
+/// starts) when it is known, else from the start, stepping over the records before `from` by
+/// their lengths. Reads only what it returns.
 fn read_file(
     path: &Path,
     offset: Option<u64>,
@@ -317,25 +320,47 @@ fn read_file(
         path: path.to_path_buf(),
         source,
     };
-    let mut file = match File::open(path) {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io(e)),
     };
-    file.seek(SeekFrom::Start(offset.unwrap_or(0)))
+    let mut reader = std::io::BufReader::with_capacity(64 << 10, file);
+    reader
+        .seek(SeekFrom::Start(offset.unwrap_or(0)))
         .map_err(io)?;
-    let mut data = Vec::new();
-    file.read_to_end(&mut data).map_err(io)?;
-    let records = EventRecord::decode_all(&data).map_err(|source| LogError::Decode {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(records
-        .into_iter()
-        .filter(|r| r.position >= from)
-        .take(max)
-        .map(Arc::new)
-        .collect())
+    let mut out = Vec::new();
+    let mut body = Vec::new();
+    let mut at = offset.unwrap_or(0) as usize;
+    while out.len() < max {
+        let mut len = [0u8; 4];
+        match reader.read_exact(&mut len) {
+            Ok(()) => {}
+            // The end, or a record torn by a crash while it was written.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(io(e)),
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        body.resize(len + 4, 0);
+        body[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        match reader.read_exact(&mut body[4..]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(io(e)),
+        }
+        let mut records = EventRecord::decode_all(&body).map_err(|mut source| {
+            source.offset += at;
+            LogError::Decode {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        at += len + 4;
+        if let Some(record) = records.pop().filter(|r| r.position >= from) {
+            out.push(Arc::new(record));
+        }
+    }
+    Ok(out)
 }
 
 #[async_trait]

@@ -27,6 +27,8 @@ use crate::store::JobStore;
 
 /// The largest chunk of an output event.
 pub const CHUNK_BYTES: usize = 8 * 1024;
+/// Events a reader takes from the log at once (up to 256 KiB of output).
+const READ_BATCH: usize = 32;
 /// Bytes a job's log is charged for each event beyond its payload, in the storage quotas.
 const EVENT_OVERHEAD: u64 = 32;
 
@@ -462,7 +464,7 @@ impl JobService {
             let id = id.clone();
             async move {
                 let from = next?;
-                match log.read(&id, from, 256).await {
+                match log.read(&id, from, READ_BATCH).await {
                     Ok(read) => {
                         let after = from + read.events.len() as u64;
                         let next = (!read.complete).then_some(after);

@@ -260,13 +260,13 @@ impl Jail {
             )?;
             if let Some(cg) = &handle.cgroup {
                 match spec.accounting {
-                    Accounting::Sandbox => cg.attach(pid, false)?,
+                    Accounting::Sandbox => cg.attach(pid)?,
                     Accounting::PerProcess => {
                         // Before any process is in the group: a v2 group that hands controllers
                         // down may hold none itself.
                         cg.delegate()?;
                         let warden = cg.create_child("warden", &CgroupLimits::default())?;
-                        warden.attach(pid, false)?;
+                        warden.attach(pid)?;
                         handle.warden_group = Some(warden);
                     }
                 }

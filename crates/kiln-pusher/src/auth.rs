@@ -163,7 +163,7 @@ pub(crate) fn verify_request(
 struct TriggerBody<'a> {
     name: &'a str,
     channel: &'a str,
-    data: String,
+    data: std::borrow::Cow<'a, str>,
 }
 
 /// A signed `POST /apps/{app_id}/events` for an external Pusher-compatible server (soketi,

@@ -107,8 +107,13 @@ pub struct RealtimeOptions {
     /// Whether `client-*` events on private and presence channels are relayed to the channel's
     /// other sockets. Default off: code-runner clients never send them.
     pub client_events: bool,
-    /// Frames that may wait for one socket before it counts as too slow. Default 256.
+    /// Frames that may wait for one socket before it counts as too slow. Default 256; app events
+    /// may take three quarters of them, the rest is kept for replies.
     pub send_queue_len: usize,
+    /// Bytes of app-event frames that may wait for one socket. Default 256 KiB. A socket whose
+    /// client stops reading holds at most this much (and the frame its writer is sending); the
+    /// events after it wait in the event source, not in the socket.
+    pub send_queue_bytes: usize,
 }
 
 impl Default for RealtimeOptions {
@@ -117,6 +122,7 @@ impl Default for RealtimeOptions {
             pong_timeout_secs: 30,
             client_events: false,
             send_queue_len: 256,
+            send_queue_bytes: 256 << 10,
         }
     }
 }

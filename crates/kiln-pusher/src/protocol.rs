@@ -74,10 +74,10 @@ pub(crate) fn valid_channel_name(name: &str) -> bool {
 
 /// The string an event's `data` becomes on the wire. A JSON string is sent verbatim, as the Pusher
 /// server SDKs do (and as the HTTP API received it); anything else is JSON-encoded.
-pub(crate) fn encode_data(data: &Value) -> String {
+pub(crate) fn encode_data(data: &Value) -> std::borrow::Cow<'_, str> {
     match data {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => s.as_str().into(),
+        other => other.to_string().into(),
     }
 }
 
@@ -200,7 +200,7 @@ pub(crate) fn subscription_error(
 }
 
 /// An app event (from the bus or the HTTP API) with its `data` already encoded as a string.
-pub(crate) fn channel_event(name: &str, channel: &str, data: String) -> Utf8Bytes {
+pub(crate) fn channel_event(name: &str, channel: &str, data: &str) -> Utf8Bytes {
     frame(name, Some(channel), data, None)
 }
 

@@ -4,7 +4,8 @@
 //! feeds of its channels, keeps the activity clock and queues frames; the writer drains the queue
 //! to the network. The queue is bounded, so a client that stops reading costs a fixed amount of
 //! memory:
-//! - app events take one of a fixed number of slots. With all taken, the session holds the next
+//! - app events take room in a byte budget (`send_queue_bytes`; a small event counts as a share
+//!   of it, so their number is bounded too). With none left, the session holds the next
 //!   event and stops reading its feeds, which then wait (a feed reads from where the application
 //!   keeps its events; nothing piles up for the socket). The socket is closed with 4100 (the client
 //!   backs off and reconnects) when no slot frees for a pong timeout, or when it falls behind the
@@ -20,7 +21,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -118,8 +119,7 @@ pub(crate) async fn serve(hub: Arc<Hub>, ws: WebSocket, handshake: Handshake) {
             pong_wait: Duration::from_secs(hub.options.pong_timeout_secs.max(1)),
             last_seen: Instant::now(),
             ping_sent: None,
-            // A quarter of the queue stays free for replies.
-            slots: Arc::new(Semaphore::new(queue_len - queue_len / 4)),
+            room: EventRoom::new(hub.options.send_queue_bytes, queue_len - queue_len / 4),
             waiting: None,
             feeds: HashMap::new(),
             feed_tx,
@@ -150,11 +150,11 @@ struct Session {
     pong_wait: Duration,
     last_seen: Instant,
     ping_sent: Option<Instant>,
-    /// Free places in the queue for app events (the rest of the queue is kept for replies).
-    slots: Arc<Semaphore>,
-    /// An event for this socket, waiting for a slot since the instant given. If none frees
-    /// within the pong timeout, the client counts as not reading and is dropped.
-    waiting: Option<(Arc<Event>, Instant)>,
+    /// What app events may still take of the queue (the rest of it is kept for replies).
+    room: EventRoom,
+    /// An event's frame for this socket and its cost, waiting for room since the instant given.
+    /// If none frees within the pong timeout, the client counts as not reading and is dropped.
+    waiting: Option<(Utf8Bytes, u32, Instant)>,
     /// Per subscribed channel with a feed, the task that forwards it into `feed_tx`.
     feeds: HashMap<String, JoinHandle<()>>,
     feed_tx: mpsc::Sender<Arc<Event>>,
@@ -178,7 +178,7 @@ impl Session {
             let stalled_at = self
                 .waiting
                 .as_ref()
-                .map(|(_, since)| *since + self.pong_wait);
+                .map(|(_, _, since)| *since + self.pong_wait);
             let flow = tokio::select! {
                 biased;
                 _ = kill.changed() => Flow::Break(()),
@@ -189,8 +189,8 @@ impl Session {
                     self.too_slow("Client is not reading")
                 }
                 message = stream.next() => self.on_message(message),
-                slot = Arc::clone(&self.slots).acquire_owned(), if self.waiting.is_some() => {
-                    self.deliver_waiting(slot.ok())
+                slot = self.room.wait(self.waiting.as_ref().map_or(0, |w| w.1)), if self.waiting.is_some() => {
+                    self.deliver_waiting(slot)
                 }
                 event = triggers.recv(), if self.waiting.is_none() => self.on_event(event),
                 Some(event) = feeds.recv(), if self.waiting.is_none() => self.on_event(Ok(event)),
@@ -240,10 +240,13 @@ impl Session {
     fn on_event(&mut self, event: Result<Arc<Event>, RecvError>) -> Flow {
         match event {
             Ok(event) if self.subscriptions.contains_key(&event.channel) => {
-                match Arc::clone(&self.slots).try_acquire_owned() {
-                    Ok(slot) => self.queue_event(&event, slot),
-                    Err(_) => {
-                        self.waiting = Some((event, Instant::now()));
+                let frame =
+                    protocol::channel_event(&event.name, &event.channel, &encode_data(&event.data));
+                let cost = self.room.cost(frame.len());
+                match self.room.take(cost) {
+                    Some(slot) => self.queue_event(frame, slot),
+                    None => {
+                        self.waiting = Some((frame, cost, Instant::now()));
                         Flow::Continue(())
                     }
                 }
@@ -262,15 +265,12 @@ impl Session {
 
     fn deliver_waiting(&mut self, slot: Option<OwnedSemaphorePermit>) -> Flow {
         match (self.waiting.take(), slot) {
-            (Some((event, _)), Some(slot)) if self.subscriptions.contains_key(&event.channel) => {
-                self.queue_event(&event, slot)
-            }
+            (Some((frame, _, _)), Some(slot)) => self.queue_event(frame, slot),
             _ => Flow::Continue(()),
         }
     }
 
-    fn queue_event(&self, event: &Event, slot: OwnedSemaphorePermit) -> Flow {
-        let frame = protocol::channel_event(&event.name, &event.channel, encode_data(&event.data));
+    fn queue_event(&self, frame: Utf8Bytes, slot: OwnedSemaphorePermit) -> Flow {
         if self.peer.send_event(frame, Some(slot)) {
             Flow::Continue(())
         } else {
@@ -469,6 +469,48 @@ impl Session {
     }
 }
 
+/// The share of a socket's queue its app events may take: at most `bytes` of frames and at most
+/// `frames` of them. A frame costs its length, and at least `bytes / frames`, so a run of small
+/// frames meets the count bound and large ones the byte bound; a frame larger than the whole
+/// budget costs all of it (it goes alone).
+#[derive(Debug)]
+struct EventRoom {
+    permits: Arc<Semaphore>,
+    bytes: u32,
+    min_cost: u32,
+}
+
+impl EventRoom {
+    fn new(bytes: usize, frames: usize) -> Self {
+        let bytes = u32::try_from(bytes.max(1)).unwrap_or(u32::MAX);
+        let frames = u32::try_from(frames.max(1)).unwrap_or(u32::MAX);
+        Self {
+            permits: Arc::new(Semaphore::new(bytes as usize)),
+            bytes,
+            min_cost: (bytes / frames).max(1),
+        }
+    }
+
+    fn cost(&self, frame_len: usize) -> u32 {
+        u32::try_from(frame_len)
+            .unwrap_or(u32::MAX)
+            .clamp(self.min_cost, self.bytes)
+    }
+
+    fn take(&self, cost: u32) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).try_acquire_many_owned(cost).ok()
+    }
+
+    /// Waits until `cost` is free. (Cancelled by the session's other branches, it only loses its
+    /// place in line, which the session does not need.)
+    async fn wait(&self, cost: u32) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.permits)
+            .acquire_many_owned(cost)
+            .await
+            .ok()
+    }
+}
+
 /// Drains the queue to the network. A kill skips whatever is still queued.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
@@ -529,4 +571,30 @@ async fn send_close(
         reason: closing.message[..end].into(),
     };
     sink.send(Message::Close(Some(frame))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventRoom;
+
+    #[test]
+    fn app_events_are_bounded_in_bytes_and_in_number() {
+        let room = EventRoom::new(64 << 10, 192);
+        // Small frames: the count bound.
+        assert_eq!(room.cost(10), (64 << 10) / 192);
+        let small: Vec<_> = std::iter::from_fn(|| room.take(room.cost(10))).collect();
+        assert_eq!(small.len(), 192);
+        drop(small);
+        // Large frames: the byte bound.
+        let large: Vec<_> = std::iter::from_fn(|| room.take(room.cost(8 << 10))).collect();
+        assert_eq!(large.len(), 8);
+        drop(large);
+        // A frame over the whole budget still goes, alone.
+        let huge = room
+            .take(room.cost(1 << 20))
+            .expect("an empty queue takes any frame");
+        assert!(room.take(room.cost(10)).is_none());
+        drop(huge);
+        assert!(room.take(room.cost(10)).is_some());
+    }
 }

@@ -96,6 +96,10 @@ pub struct PusherConfig {
     /// Also publish every event to this external Pusher-compatible server (`http://host:port`),
     /// through its signed HTTP events API with the same app id, key and secret.
     pub external_url: Option<String>,
+    /// Bytes of job events that may wait for one WebSocket whose client reads slower than the
+    /// job writes. The rest waits in the job's log; a socket that takes nothing for the pong
+    /// timeout (30 s) is closed with 4100.
+    pub socket_queue_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -144,6 +148,7 @@ impl Default for PusherConfig {
             app_key: "kiln-key".into(),
             app_secret: String::new(),
             external_url: None,
+            socket_queue_bytes: 256 << 10,
         }
     }
 }

@@ -64,9 +64,32 @@ impl Drop for PerIp {
     }
 }
 
+/// How long a refused connection is read (and dropped) after its answer, so closing it does not
+/// reset it before the client reads the answer.
+const REFUSAL_LINGER: Duration = Duration::from_millis(200);
+
+/// Refused connections lingering at once. Past it a refusal closes at once: a flood of
+/// connections beyond the caps must not hold descriptors for its answers.
+const MAX_LINGERING: usize = 256;
+
+static LINGERING: Semaphore = Semaphore::const_new(MAX_LINGERING);
+
 /// Refuses a connection with a short JSON answer, without waiting on a slow client.
 fn refuse(stream: TcpStream, status: StatusCode, error: &str) {
     let _ = stream.try_write(&raw_response(status, error, Some(1000)));
+    let Ok(lingering) = LINGERING.try_acquire() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _lingering = lingering;
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    });
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets open connections finish (up

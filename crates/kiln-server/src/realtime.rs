@@ -44,7 +44,7 @@ pub fn channel_feed(service: &JobService, id: &JobId, from: Option<u64>) -> Opti
                         .map(move |(name, data)| AppEvent {
                             channel: channel.clone(),
                             name: name.to_string(),
-                            data,
+                            data: serde_json::Value::String(data),
                         })
                         .collect::<Vec<_>>(),
                 )

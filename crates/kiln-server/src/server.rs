@@ -15,7 +15,7 @@ use kiln_core::store::{JobStore, SqliteStore};
 use kiln_core::JobService;
 use kiln_engine::{Engine, EngineConfig};
 use kiln_lang::Catalog;
-use kiln_pusher::{Realtime, RealtimeConfig};
+use kiln_pusher::{Realtime, RealtimeConfig, RealtimeOptions};
 
 use crate::auth::Tokens;
 use crate::config::ServerConfig;
@@ -176,8 +176,12 @@ pub async fn serve(
         store,
     )
     .await?;
-    let realtime = Realtime::new(
+    let realtime = Realtime::with_options(
         realtime_config(&cfg),
+        RealtimeOptions {
+            send_queue_bytes: cfg.pusher.socket_queue_bytes,
+            ..RealtimeOptions::default()
+        },
         Arc::new(JobEvents::new(service.clone())),
     );
     let forwarder = match &cfg.pusher.external_url {

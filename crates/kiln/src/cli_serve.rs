@@ -142,6 +142,36 @@ async fn shutdown_signal() {
     }
 }
 
+/// How often the server hands freed heap memory back to the system.
+const HEAP_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// glibc's malloc keeps what a thread freed in that thread's arena for reuse, however large: after
+/// a burst (output queued for many subscribers, a flood of requests) the server would hold its
+/// peak for good. A thread of its own trims the heap now and then, off the async threads.
+fn trim_heap_periodically() {
+    #[cfg(target_env = "gnu")]
+    {
+        let spawned = std::thread::Builder::new()
+            .name("kiln-heap-trim".into())
+            .spawn(|| loop {
+                std::thread::sleep(HEAP_TRIM_INTERVAL);
+                trim_heap();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the heap trimmer; freed memory stays with the process");
+        }
+    }
+}
+
+#[cfg(target_env = "gnu")]
+fn trim_heap() {
+    // SAFETY: malloc_trim takes every arena's lock before touching it, so it may run while other
+    // threads allocate; it only returns free pages and leaves every live allocation in place.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Runs `kiln serve`.
 pub async fn run(args: ServeArgs) -> i32 {
     let cfg = match load(args) {
@@ -158,6 +188,7 @@ pub async fn run(args: ServeArgs) -> i32 {
             return 1;
         }
     };
+    trim_heap_periodically();
     let on_start = |s: kiln_server::server::Started| {
         if let Some(token) = &s.new_token {
             eprintln!(

@@ -1,9 +1,7 @@
 //! One sandbox's group, spanning every hierarchy Kiln uses: attaching processes, accounting,
 //! killing and removal.
 
-use std::fs::{File, OpenOptions};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -35,7 +33,6 @@ pub struct SandboxCgroup {
     name: String,
     /// v1 groups first, the unified group (if any) last. Emptied once removed.
     groups: Vec<Group>,
-    v2_dir: Option<File>,
     cpu: Option<CpuCounter>,
     mode: Mode,
     /// The unified hierarchy, and the unified directories from below the service's own cgroup
@@ -49,7 +46,6 @@ impl SandboxCgroup {
         SandboxCgroup {
             name: name.to_string(),
             groups: Vec::new(),
-            v2_dir: None,
             cpu: None,
             mode: parent.mode,
             unified: parent.unified.clone(),
@@ -106,7 +102,6 @@ impl SandboxCgroup {
     /// Lets go of a nested group whose directories went with its parent's removal, so dropping
     /// it does nothing.
     pub fn forget(mut self) {
-        self.v2_dir = None;
         self.groups.clear();
     }
 
@@ -115,15 +110,6 @@ impl SandboxCgroup {
     }
 
     pub(crate) fn finish_create(&mut self) -> Result<(), CgroupError> {
-        if let Some(g) = self.unified() {
-            let dir = g.dir.clone();
-            let file = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECTORY)
-                .open(&dir)
-                .map_err(|source| CgroupError::Open { path: dir, source })?;
-            self.v2_dir = Some(file);
-        }
         self.cpu = CpuCounter::for_groups(&self.groups);
         Ok(())
     }
@@ -142,22 +128,15 @@ impl SandboxCgroup {
         self.groups.iter().map(|g| g.dir.clone()).collect()
     }
 
-    /// An `O_DIRECTORY` fd of the unified group, for `clone3(CLONE_INTO_CGROUP)`. `None` if the
-    /// host has no unified hierarchy.
-    pub fn v2_dir_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.v2_dir.as_ref().map(|f| f.as_fd())
-    }
-
-    /// Attaches a process (waiting, not yet exec'd) to every hierarchy. `skip_v2`: it was born
-    /// in the unified group through `CLONE_INTO_CGROUP`.
+    /// Attaches a process (waiting, not yet exec'd) to every hierarchy.
     ///
     /// The unified group goes first: if a later v1 write fails, the process is already where
     /// `kill` (cgroup.kill) will find it.
-    pub fn attach(&self, pid: i32, skip_v2: bool) -> Result<(), CgroupError> {
+    pub fn attach(&self, pid: i32) -> Result<(), CgroupError> {
         let mut order: Vec<&Group> = self
             .groups
             .iter()
-            .filter(|g| g.version == CgroupVersion::V2 && !skip_v2)
+            .filter(|g| g.version == CgroupVersion::V2)
             .collect();
         order.extend(
             self.groups
@@ -344,7 +323,6 @@ impl SandboxCgroup {
     pub fn remove(mut self) -> Result<(), CgroupError> {
         self.wait_empty(EMPTY_TIMEOUT)?;
         let deadline = Instant::now() + EMPTY_TIMEOUT;
-        self.v2_dir = None;
         while let Some(g) = self.groups.first() {
             fsutil::rmdir_tree(self.mode, &g.dir, deadline)?;
             self.groups.remove(0);

@@ -187,14 +187,13 @@ fn hybrid_prepare_create_attach_stats_remove() {
     assert!(fx.exists(&format!("{cg}/unified/kiln/sb1")));
     // Not pinned: no cpuset group.
     assert!(!fx.exists(&format!("{cg}/cpuset/kiln/sb1")));
-    assert!(sb.v2_dir_fd().is_some());
     assert_eq!(sb.name(), "sb1");
 
     // Creating the same group twice is refused: it could hold another sandbox's processes.
     let err = parent.create("sb1", &limits()).unwrap_err();
     assert!(matches!(err, CgroupError::Mkdir { .. }), "{err}");
 
-    sb.attach(4242, false).expect("attach");
+    sb.attach(4242).expect("attach");
     for dir in [
         "memory/process_api/abc/kiln/sb1",
         "cpu/kiln/sb1",
@@ -390,11 +389,9 @@ fn pure_v2_detection_prepare_create() {
     assert_eq!(fx.get(&format!("{dir}/pids.max")), "16");
     assert_eq!(fx.get(&format!("{dir}/cpu.max")), "50000 100000");
     assert!(!fx.exists(&format!("{dir}/cpuset.cpus")));
-    assert!(sb.v2_dir_fd().is_some());
 
-    sb.attach(77, true).expect("attach skipping v2");
     assert!(!fx.exists(&format!("{dir}/cgroup.procs")));
-    sb.attach(78, false).expect("attach");
+    sb.attach(78).expect("attach");
     assert_eq!(fx.get(&format!("{dir}/cgroup.procs")), "78\n");
 
     fx.put(
@@ -558,9 +555,8 @@ fn v1_comounted_cpu_cpuacct() {
     assert_eq!(fx.get(&format!("{cg}/cpuset/kiln/sb/cpuset.cpus")), "2-3");
     assert_eq!(fx.get(&format!("{cg}/cpuset/kiln/sb/cpuset.mems")), "0");
     assert!(fx.exists(&format!("{cg}/freezer/kiln/sb")));
-    assert!(sb.v2_dir_fd().is_none());
 
-    sb.attach(99, false).expect("attach");
+    sb.attach(99).expect("attach");
     // memory, pids, cpu+cpuacct, freezer, cpuset.
     assert_eq!(sb.open_procs_files_with_paths().expect("fds").len(), 5);
     fx.put(&format!("{cpu}/cpuacct.usage"), "1000\n");

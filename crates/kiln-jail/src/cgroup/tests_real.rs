@@ -145,7 +145,7 @@ fn real_memory_hog_is_oom_killed() {
     let parent = TestParent::new(&layout);
     let sb = parent.create("hog", &limits()).expect("create");
     let mut held = Held::spawn("head -c 200M /dev/zero | tail");
-    sb.attach(held.pid(), false).expect("attach");
+    sb.attach(held.pid()).expect("attach");
     assert!(sb.pids().expect("pids").contains(&held.pid()));
     held.release();
     let status = held.wait();
@@ -168,7 +168,7 @@ fn real_busy_loop_is_accounted() {
     let parent = TestParent::new(&layout);
     let sb = parent.create("busy", &limits()).expect("create");
     let mut held = Held::spawn("while :; do :; done");
-    sb.attach(held.pid(), false).expect("attach");
+    sb.attach(held.pid()).expect("attach");
     let before = sb.cpu_usage().expect("cpu");
     held.release();
     // On an idle machine 200 ms of wall time is enough; a loaded CI runner (parallel builds and
@@ -209,7 +209,7 @@ fn real_cpu_quota_throttles() {
     };
     let sb = parent.create("quota", &throttled).expect("create");
     let mut held = Held::spawn("while :; do :; done");
-    sb.attach(held.pid(), false).expect("attach");
+    sb.attach(held.pid()).expect("attach");
     held.release();
     std::thread::sleep(Duration::from_millis(500));
     let used = sb.cpu_usage().expect("cpu");
@@ -227,7 +227,7 @@ fn kill_tree(layout: &CgroupLayout) {
     let parent = TestParent::new(layout);
     let sb = parent.create("tree", &limits()).expect("create");
     let mut held = Held::spawn("sleep 100 & sleep 100 & (sleep 100 &); sleep 100");
-    sb.attach(held.pid(), false).expect("attach");
+    sb.attach(held.pid()).expect("attach");
     held.release();
     wait_until("the sleeps", Duration::from_secs(5), || {
         sb.pids().expect("pids").len() >= 5
@@ -289,8 +289,7 @@ fn real_cpuset_pinning() {
     let sb = parent.create("pinned", &pinned).expect("create");
     let mut held = Held::spawn("exit 0");
     // On v1 this is the attach that fails with ENOSPC if cpuset.cpus/mems were not filled in.
-    sb.attach(held.pid(), false)
-        .expect("attach to the cpuset group");
+    sb.attach(held.pid()).expect("attach to the cpuset group");
     let status = std::fs::read_to_string(format!("/proc/{}/status", held.pid())).expect("status");
     assert!(
         status.contains("Cpus_allowed_list:\t0\n"),
@@ -307,7 +306,7 @@ fn real_sweep_and_drop() {
     let parent = TestParent::new(&layout);
     let sb = parent.create("leak", &limits()).expect("create");
     let mut held = Held::spawn("sleep 100");
-    sb.attach(held.pid(), false).expect("attach");
+    sb.attach(held.pid()).expect("attach");
     held.release();
     // A crash: the handle is gone, the group and its process stay.
     std::mem::forget(sb);
@@ -319,7 +318,7 @@ fn real_sweep_and_drop() {
     let sb = parent.create("dropped", &limits()).expect("create");
     let dirs = sb.dirs();
     let mut held = Held::spawn("sleep 100");
-    sb.attach(held.pid(), false).expect("attach");
+    sb.attach(held.pid()).expect("attach");
     drop(sb);
     assert!(!held.wait().success());
     for dir in dirs {
@@ -341,7 +340,7 @@ fn real_create_attach_remove_timing() {
         let sb = parent.create(&format!("t{i}"), &limits()).expect("create");
         add(&mut create, t);
         let t = Instant::now();
-        sb.attach(child.id() as i32, false).expect("attach");
+        sb.attach(child.id() as i32).expect("attach");
         add(&mut attach, t);
         let t = Instant::now();
         sb.kill().expect("kill");

@@ -301,7 +301,7 @@ pub async fn job_events(
         stream::iter(
             project::events(&e, encoding)
                 .into_iter()
-                .map(|(name, data)| Ok(SseEvent::default().event(name).data(data.to_string())))
+                .map(|(name, data)| Ok(SseEvent::default().event(name).data(data)))
                 .collect::<Vec<_>>(),
         )
     });

@@ -7,7 +7,7 @@ use kiln_core::{
     EventRecord, JobEvent, JobOutcome, JobRecord, OutputEncoding, OutputStream, Verdict,
 };
 use kiln_engine::Status;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::wire::{CompileResultWire, JobStatus, ResultEvent, StageUsage, UsageEvent};
 
@@ -46,25 +46,43 @@ pub fn stream_event(stream: OutputStream) -> &'static str {
 
 /// Output bytes as the job's clients get them. Chunks end on character boundaries when the
 /// output is UTF-8 (the job's sink cuts them so), so each converts on its own.
-pub fn text(bytes: &[u8], encoding: OutputEncoding) -> String {
+pub fn text(bytes: &[u8], encoding: OutputEncoding) -> std::borrow::Cow<'_, str> {
     match encoding {
-        OutputEncoding::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
-        OutputEncoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
+        OutputEncoding::Utf8 => String::from_utf8_lossy(bytes),
+        OutputEncoding::Base64 => base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into(),
     }
 }
 
-/// One domain event as the channel's wire events (`name`, `data`): a stage, a chunk, or the end
-/// (`usage` then `result`).
-pub fn events(record: &EventRecord, encoding: OutputEncoding) -> Vec<(&'static str, Value)> {
+/// The payload of an output event.
+#[derive(serde::Serialize)]
+struct Chunk<'a> {
+    chunk: &'a str,
+    seq: u64,
+}
+
+/// A payload's JSON text. The wire types hold only strings, numbers and options of them.
+fn encode<T: serde::Serialize>(payload: &T) -> String {
+    serde_json::to_string(payload).expect("wire payloads always serialise")
+}
+
+/// One domain event as the channel's wire events (`name`, the payload's JSON text): a stage, a
+/// chunk, or the end (`usage` then `result`). The text is made once per event and reader; every
+/// subscriber of a job pays this for each chunk, so output goes straight from its bytes to JSON.
+pub fn events(record: &EventRecord, encoding: OutputEncoding) -> Vec<(&'static str, String)> {
     match &record.event {
-        JobEvent::Stage(stage) => vec![("stage", json!({ "phase": stage }))],
-        JobEvent::Output { stream, seq, bytes } => vec![(
-            stream_event(*stream),
-            json!({"chunk": text(bytes, encoding), "seq": seq}),
-        )],
+        JobEvent::Stage(stage) => vec![("stage", json!({ "phase": stage }).to_string())],
+        JobEvent::Output { stream, seq, bytes } => {
+            let chunk = Chunk {
+                chunk: &text(bytes, encoding),
+                seq: *seq,
+            };
+            vec![(stream_event(*stream), encode(&chunk))]
+        }
         JobEvent::Finished(outcome) => vec![
-            ("usage", json!(usage(outcome))),
-            ("result", json!(result(outcome))),
+            ("usage", encode(&usage(outcome))),
+            ("result", encode(&result(outcome))),
         ],
     }
 }
@@ -129,6 +147,15 @@ pub fn compile(o: &JobOutcome) -> Option<CompileResultWire> {
 mod tests {
     use super::*;
     use kiln_core::Stage;
+    use serde_json::Value;
+
+    /// The events with their payloads parsed back.
+    fn parsed(record: &EventRecord, encoding: OutputEncoding) -> Vec<(&'static str, Value)> {
+        events(record, encoding)
+            .into_iter()
+            .map(|(name, text)| (name, serde_json::from_str(&text).unwrap()))
+            .collect()
+    }
 
     #[test]
     fn output_is_text_or_base64_and_the_end_is_usage_then_result() {
@@ -141,11 +168,11 @@ mod tests {
             },
         };
         assert_eq!(
-            events(&chunk, OutputEncoding::Utf8),
+            parsed(&chunk, OutputEncoding::Utf8),
             [("compile_output", json!({"chunk": "\u{fffd}a", "seq": 3}))]
         );
         assert_eq!(
-            events(&chunk, OutputEncoding::Base64),
+            parsed(&chunk, OutputEncoding::Base64),
             [("compile_output", json!({"chunk": "/2E=", "seq": 3}))]
         );
         let stage = EventRecord {
@@ -153,7 +180,7 @@ mod tests {
             event: JobEvent::Stage(Stage::Running),
         };
         assert_eq!(
-            events(&stage, OutputEncoding::Utf8),
+            parsed(&stage, OutputEncoding::Utf8),
             [("stage", json!({"phase": "running"}))]
         );
         let end = EventRecord {

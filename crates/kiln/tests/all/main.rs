@@ -10,5 +10,6 @@ mod instances;
 mod languages;
 mod lifecycle;
 mod server;
+mod server_limits;
 mod stages;
 mod verdicts;

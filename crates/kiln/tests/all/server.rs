@@ -14,7 +14,7 @@ pub const TOKEN: &str = "test-token-123";
 
 /// A `kiln serve` child on a free port, stopped on drop.
 pub struct Server {
-    child: Child,
+    pub child: Child,
     pub base: String,
     _data: Option<tempfile::TempDir>,
 }
@@ -136,7 +136,7 @@ pub fn api(s: &Server, method: &str, path: &str, body: Option<Value>) -> Reply {
     )
 }
 
-fn wait_state(s: &Server, id: &str, want: &[&str]) -> Value {
+pub fn wait_state(s: &Server, id: &str, want: &[&str]) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let st = api(s, "GET", &format!("/v1/jobs/{id}"), None).json();
@@ -475,7 +475,7 @@ fn a_restarted_server_leaves_no_job_running() {
 }
 
 /// One curl making up to `max` authenticated JSON POSTs at once, printing each status on a line.
-fn parallel_posts(max: usize) -> Command {
+pub fn parallel_posts(max: usize) -> Command {
     let mut cmd = Command::new("curl");
     cmd.args(["-s", "-Z", "--parallel-max", &max.to_string(), "-X", "POST"])
         .args(["-w", "%{http_code}\n"])
@@ -484,11 +484,11 @@ fn parallel_posts(max: usize) -> Command {
     cmd
 }
 
-fn open_fds(pid: u32) -> usize {
+pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -497,24 +497,32 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Sandbox cgroups of the server (their names start with its pid), in the pids hierarchy.
-fn sandbox_cgroups(pid: u32) -> usize {
-    let prefix = format!("s{pid}-");
-    let mut n = 0;
-    for root in [
-        "/sys/fs/cgroup/pids/kiln",
-        "/sys/fs/cgroup/unified/kiln",
-        "/sys/fs/cgroup/kiln",
-    ] {
-        if let Ok(dir) = std::fs::read_dir(root) {
-            n = n.max(
-                dir.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                    .count(),
-            );
-        }
-    }
-    n
+/// The server's instance cgroup: the directory it holds open (and locked) under Kiln's parent.
+pub fn instance_dir(pid: u32) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .find(|target| {
+            target.starts_with("/sys/fs/cgroup")
+                && target
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('i'))
+                && target.parent().is_some_and(|p| p.ends_with("kiln"))
+        })
+}
+
+/// Sandbox cgroups of the server: the groups in its instance cgroup.
+pub fn sandbox_cgroups(pid: u32) -> usize {
+    let dir = instance_dir(pid).expect("the server holds its instance cgroup");
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir() && e.file_name().to_string_lossy().starts_with('s'))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 #[test]
