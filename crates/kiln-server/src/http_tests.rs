@@ -134,7 +134,7 @@ fn assert_shape(a: &Answer) {
 }
 
 #[tokio::test]
-async fn unauthorised_and_unknown_routes_and_methods_are_json() {
+async fn item6_and_14_unauthorised_and_unknown_routes_and_methods_are_json() {
     let app = app(ServerConfig::default()).await;
     let a = call(&app, request("GET", "/v1/languages", None, None)).await;
     assert_eq!(
@@ -171,7 +171,7 @@ async fn unauthorised_and_unknown_routes_and_methods_are_json() {
 }
 
 #[tokio::test]
-async fn bad_bodies_are_400_415_and_413_naming_the_field() {
+async fn item5_11_and_14_bad_bodies_are_400_415_and_413_naming_the_field() {
     let app = app(ServerConfig {
         max_body_bytes: 1 << 20,
         max_files_bytes: 1000,
@@ -315,7 +315,7 @@ async fn bad_bodies_are_400_415_and_413_naming_the_field() {
 }
 
 #[tokio::test]
-async fn unknown_and_foreign_jobs_are_404_and_a_finished_one_refuses_a_start() {
+async fn item14_unknown_and_foreign_jobs_are_404_and_a_finished_one_refuses_a_start() {
     let app = app(ServerConfig {
         warmup_ms: 100,
         ..ServerConfig::default()
@@ -375,7 +375,7 @@ async fn unknown_and_foreign_jobs_are_404_and_a_finished_one_refuses_a_start() {
 }
 
 #[tokio::test]
-async fn queue_token_quota_and_stdin_caps_are_429_and_413() {
+async fn item2_and_13_queue_token_quota_and_stdin_caps_are_429_and_413() {
     let app = app(ServerConfig {
         capacity: 1,
         queue_depth: 3,
@@ -449,6 +449,71 @@ async fn queue_token_quota_and_stdin_caps_are_429_and_413() {
     .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_shape(&a);
+}
+
+#[tokio::test]
+async fn item11_a_job_whose_start_never_came_is_expired_not_an_internal_error() {
+    let app = app(ServerConfig {
+        warmup_ms: 50,
+        ..ServerConfig::default()
+    })
+    .await;
+    let a = call(
+        &app,
+        request("POST", "/v1/execute", Some(TOKEN), Some(python("print(1)"))),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED);
+    let id = a.body["jobId"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let a = call(
+            &app,
+            request("GET", &format!("/v1/jobs/{id}"), Some(TOKEN), None),
+        )
+        .await;
+        if a.body["state"] == "error" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", a.body);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Its events end with the verdict of its own...
+    let resp = app
+        .router
+        .clone()
+        .oneshot(request(
+            "GET",
+            &format!("/v1/jobs/{id}/events"),
+            Some(TOKEN),
+            None,
+        ))
+        .await
+        .unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let sse = String::from_utf8_lossy(&bytes);
+    let usage = sse
+        .lines()
+        .skip_while(|l| *l != "event: usage")
+        .nth(1)
+        .and_then(|l| l.strip_prefix("data: "))
+        .unwrap_or_else(|| panic!("no usage event in {sse}"));
+    let usage: Value = serde_json::from_str(usage).unwrap();
+    assert_eq!(usage["status"], "expired", "{usage}");
+    // ...and the metrics count it as such, not as Kiln's failure.
+    let resp = app
+        .router
+        .clone()
+        .oneshot(request("GET", "/metrics", Some(TOKEN), None))
+        .await
+        .unwrap();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let metrics = String::from_utf8_lossy(&bytes);
+    assert!(
+        metrics.contains(r#"kiln_jobs_finished_total{state="error",verdict="expired"} 1"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("internal_error"), "{metrics}");
 }
 
 #[tokio::test]

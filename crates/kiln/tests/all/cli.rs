@@ -320,3 +320,54 @@ fn item16_file_mistakes_are_usage_errors_said_once() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("twice"), "{err}");
 }
+
+/// The README's commands, as a reader copies them: the lines of its shell blocks that are not
+/// comments or output.
+fn readme_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md at the workspace root");
+    let mut commands = Vec::new();
+    let mut in_shell = false;
+    for line in readme.lines() {
+        match line.trim() {
+            "```sh" => in_shell = true,
+            "```" => in_shell = false,
+            l if in_shell && !l.is_empty() && !l.starts_with('#') && !l.starts_with('$') => {
+                commands.push(l.to_string());
+            }
+            _ => {}
+        }
+    }
+    commands
+}
+
+#[test]
+fn item18_the_readme_commands_run_as_written_in_a_root_shell_without_sudo() {
+    let commands = readme_commands();
+    assert!(
+        commands.iter().any(|c| c == "scripts/test"),
+        "the set-up's test command is gone: {commands:?}"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for command in &commands {
+        let program = command.split_whitespace().next().unwrap();
+        assert_ne!(
+            program, "sudo",
+            "{command}: a root shell without sudo cannot run it"
+        );
+        // Every script a command names is there and can be run as it is written.
+        if program.starts_with("scripts/") || program.starts_with("bench/") {
+            let path = root.join(program);
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(&path)
+                    .unwrap_or_else(|e| panic!("{command}: {}: {e}", path.display()))
+                    .permissions(),
+            );
+            assert!(
+                mode & 0o111 != 0,
+                "{command}: {} is not executable",
+                path.display()
+            );
+        }
+    }
+}

@@ -11,5 +11,6 @@ mod languages;
 mod lifecycle;
 mod server;
 mod server_limits;
+mod server_output;
 mod stages;
 mod verdicts;
