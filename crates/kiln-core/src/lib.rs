@@ -16,6 +16,7 @@ pub mod log;
 pub mod metrics;
 pub mod queue;
 pub mod service;
+pub mod sink;
 pub mod store;
 
 pub use admission::{AdmissionError, FieldError, FileInput, JobRequest, LimitRequest, MaxLimits};

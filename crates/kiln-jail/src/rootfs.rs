@@ -43,12 +43,14 @@ const ETC_COPIES: &[&str] = &[
 /// Device nodes bound from the host (a user namespace cannot mknod).
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-/// `/proc` files hidden behind an empty file: those a sandbox's user can read that describe the
-/// host rather than the sandbox: Docker's masked list, the host's kernel command line and
-/// configuration, its disks, partitions and swap, and the file locks of every host process. Files
-/// only the host's root can read (`kcore`, `kmsg`, `slabinfo`, ...) need no cover: no sandbox
-/// user is the host's root. Each cover is a mount, which a sandbox pays for when it is made and
-/// again when it ends (about 40 µs in all), so the list holds what matters.
+/// `/proc` files hidden behind an empty file: Docker's masked list (`keys`, `timer_list`,
+/// `sched_debug`, `latency_stats`, `timer_stats`; the last three exist only on some kernels), and
+/// those a sandbox's user can read that describe the host rather than the sandbox: its kernel
+/// command line and configuration, its disks, partitions and swap, the file locks of every host
+/// process, and its interrupt counts (a timing side channel). Files only the host's root can read
+/// and that Docker covers for containers running as root (`kcore`, `kmsg`, `slabinfo`) need no
+/// cover: no sandbox user is the host's root. Each cover is a mount, which a sandbox pays for
+/// when it is made and again when it ends, so the list holds what matters.
 const PROC_MASKED_FILES: &[&str] = &[
     "cmdline",
     "config.gz",
@@ -58,10 +60,10 @@ const PROC_MASKED_FILES: &[&str] = &[
     "locks",
     "interrupts",
     "keys",
-    "latency_stats",
     "timer_list",
-    "timer_stats",
     "sched_debug",
+    "latency_stats",
+    "timer_stats",
 ];
 /// `/proc` directories hidden behind an empty one: Docker's (`acpi`, `asound`, `scsi`) and the
 /// host-wide pressure stall information.
@@ -383,26 +385,21 @@ fn build_etc(root: &Path, cfg: &WardenConfig) -> Result<(), RootfsError> {
 }
 
 /// Hides the host-describing parts of `/proc` (see [`PROC_MASKED_FILES`]): each is covered by a
-/// read-only bind of an empty file or directory from a scratch tmpfs, which is detached again at
-/// once (the binds keep it alive, and nothing else can reach it). Per-process files
-/// (`/proc/<pid>/mountinfo`, `uid_map`) come and go with the processes and cannot be covered.
+/// bind of an empty file or directory, and the boot id by a file of the sandbox's own. The covers
+/// are made in the root's tmpfs and unlinked once bound: the binds keep them alive, nothing can
+/// reach them by a path, and a directory that is gone takes no new entries; the files are the
+/// sandbox root's and read-only to everyone. (No tmpfs of their own: each superblock is work for
+/// the kernel at creation and at the end.) Per-process files (`/proc/<pid>/mountinfo`, `uid_map`)
+/// come and go with the processes and cannot be covered.
 fn mask_proc(root: &Path, proc_dir: &Path) -> Result<(), RootfsError> {
-    let scratch = root.join(".proc-masks");
-    mkdir(&scratch, 0o755)?;
-    tmpfs(
-        &scratch,
-        "mode=0755,size=16k,nr_inodes=8",
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-    )?;
-    let empty_file = scratch.join("empty");
-    write_file(&empty_file, "")?;
-    let empty_dir = scratch.join("empty.d");
+    let covers = root.join(".proc-masks");
+    mkdir(&covers, 0o700)?;
+    let empty_file = covers.join("empty");
+    write_read_only(&empty_file, "")?;
+    let empty_dir = covers.join("empty.d");
     mkdir(&empty_dir, 0o555)?;
-    let boot_id = scratch.join("boot_id");
-    write_file(&boot_id, &format!("{}\n", random_uuid()))?;
-    // Binds copy their source mount's flags: one read-only remount here makes every cover
-    // read-only, at one mount(2) per cover.
-    ro_remount(&scratch, libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC)?;
+    let boot_id = covers.join("boot_id");
+    write_read_only(&boot_id, &format!("{}\n", random_uuid()))?;
     let masks = PROC_MASKED_FILES
         .iter()
         .map(|f| (*f, &empty_file))
@@ -423,16 +420,28 @@ fn mask_proc(root: &Path, proc_dir: &Path) -> Result<(), RootfsError> {
             sys_mount(Some(cover), &target, None, libc::MS_BIND, None),
         )?;
     }
+    for file in [&empty_file, &boot_id] {
+        ctx("unlink a /proc cover", file, fs::remove_file(file))?;
+    }
     ctx(
-        "detach the /proc masks' scratch",
-        &scratch,
-        rustix::mount::unmount(&scratch, rustix::mount::UnmountFlags::DETACH)
-            .map_err(io::Error::from),
+        "remove a /proc cover",
+        &empty_dir,
+        fs::remove_dir(&empty_dir),
     )?;
     ctx(
-        "remove the /proc masks' scratch",
-        &scratch,
-        fs::remove_dir(&scratch),
+        "remove the /proc covers' dir",
+        &covers,
+        fs::remove_dir(&covers),
+    )
+}
+
+/// Writes a file that nobody may write again (mode 0444).
+fn write_read_only(path: &Path, text: &str) -> Result<(), RootfsError> {
+    write_file(path, text)?;
+    ctx(
+        "chmod",
+        path,
+        fs::set_permissions(path, fs::Permissions::from_mode(0o444)),
     )
 }
 

@@ -342,6 +342,10 @@ fn s8_proc_shows_nothing_of_the_host() {
              for d in /proc/pressure /proc/acpi /proc/scsi; do \
              if [ -n \"$(ls -A $d 2>/dev/null)\" ]; then echo \"shows $d\"; fi; done; \
              echo 1 > /proc/sysrq-trigger 2>/dev/null && echo wrote-sysrq; \
+             echo x > /proc/cmdline 2>/dev/null && echo wrote-a-cover; \
+             echo x > /proc/sys/kernel/random/boot_id 2>/dev/null && echo wrote-the-boot-id; \
+             touch /proc/acpi/x 2>/dev/null && echo wrote-in-a-covered-dir; \
+             ls -a / | grep -q proc-masks && echo the-covers-show; \
              cat /proc/sys/kernel/random/boot_id"
         ),
     );
