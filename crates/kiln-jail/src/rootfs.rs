@@ -47,10 +47,11 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 /// `sched_debug`, `latency_stats`, `timer_stats`; the last three exist only on some kernels), and
 /// those a sandbox's user can read that describe the host rather than the sandbox: its kernel
 /// command line and configuration, its disks, partitions and swap, the file locks of every host
-/// process, and its interrupt counts (a timing side channel). Files only the host's root can read
-/// and that Docker covers for containers running as root (`kcore`, `kmsg`, `slabinfo`) need no
-/// cover: no sandbox user is the host's root. Each cover is a mount, which a sandbox pays for
-/// when it is made and again when it ends, so the list holds what matters.
+/// process, the modules it loaded (where it has modules), and its interrupt counts (a timing side
+/// channel). Files only the host's root can read and that Docker covers for containers running as
+/// root (`kcore`, `kmsg`, `slabinfo`) need no cover: no sandbox user is the host's root. Each
+/// cover is a mount, which a sandbox pays for when it is made and again when it ends, so the list
+/// holds what matters.
 const PROC_MASKED_FILES: &[&str] = &[
     "cmdline",
     "config.gz",
@@ -59,6 +60,7 @@ const PROC_MASKED_FILES: &[&str] = &[
     "swaps",
     "locks",
     "interrupts",
+    "modules",
     "keys",
     "timer_list",
     "sched_debug",

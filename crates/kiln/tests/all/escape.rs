@@ -332,7 +332,8 @@ fn s7_inotify_is_refused_unless_the_run_asks_for_it() {
 #[test]
 fn s8_proc_shows_nothing_of_the_host() {
     require_isolation!();
-    let masked = "/proc/cmdline /proc/config.gz /proc/diskstats /proc/partitions /proc/kcore \
+    let masked =
+        "/proc/cmdline /proc/config.gz /proc/diskstats /proc/partitions /proc/kcore /proc/modules \
                   /proc/keys /proc/timer_list /proc/sched_debug /proc/interrupts /proc/locks \
                   /proc/swaps /proc/kmsg /proc/slabinfo";
     let r = sh(
