@@ -13,7 +13,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -307,6 +306,10 @@ fn write_loop(shared: &Shared, rx: std::sync::mpsc::Receiver<WriteOp>) {
     }
 }
 
+/// The largest record a log file holds: an outcome carries the compile stage's output (at most
+/// the output cap, 16 MiB by default), every other record at most a chunk.
+const MAX_RECORD_BYTES: usize = 256 << 20;
+
 /// Reads records `from..` (at most `max`) of a job's file: from `offset` (where record `from`
 /// starts) when it is known, else from the start, stepping over the records before `from` by
 /// their lengths. Reads only what it returns.
@@ -341,6 +344,16 @@ fn read_file(
             Err(e) => return Err(io(e)),
         }
         let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_RECORD_BYTES {
+            // A damaged length must not become an allocation of gigabytes.
+            return Err(LogError::Decode {
+                path: path.to_path_buf(),
+                source: crate::event::DecodeError {
+                    offset: at,
+                    reason: format!("a record of {len} bytes (at most {MAX_RECORD_BYTES})"),
+                },
+            });
+        }
         body.resize(len + 4, 0);
         body[..4].copy_from_slice(&(len as u32).to_le_bytes());
         match reader.read_exact(&mut body[4..]) {
@@ -622,6 +635,27 @@ mod tests {
         log.remove(&job);
         log.flush().await;
         assert!(read_all(&log, &job).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_file_is_an_error_not_a_huge_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(dir.path(), 1 << 20, 4096);
+        let job = JobId::new();
+        let mut bytes = Vec::new();
+        EventRecord {
+            position: 0,
+            event: JobEvent::Stage(Stage::Running),
+        }
+        .encode(&mut bytes);
+        // A length of 4 GiB after a good record.
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        bytes.extend_from_slice(&[0; 16]);
+        std::fs::write(dir.path().join(format!("{}.log", job.as_str())), bytes).unwrap();
+        let first = log.read(&job, 0, 1).await.unwrap();
+        assert_eq!(first.events.len(), 1);
+        let err = log.read(&job, 1, 1).await.unwrap_err();
+        assert!(matches!(err, LogError::Decode { .. }), "{err}");
     }
 
     #[tokio::test]

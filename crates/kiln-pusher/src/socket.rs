@@ -152,9 +152,9 @@ struct Session {
     ping_sent: Option<Instant>,
     /// What app events may still take of the queue (the rest of it is kept for replies).
     room: EventRoom,
-    /// An event's frame for this socket and its cost, waiting for room since the instant given.
-    /// If none frees within the pong timeout, the client counts as not reading and is dropped.
-    waiting: Option<(Utf8Bytes, u32, Instant)>,
+    /// An event for this socket, waiting for room since the instant given. If none frees within
+    /// the pong timeout, the client counts as not reading and is dropped.
+    waiting: Option<Waiting>,
     /// Per subscribed channel with a feed, the task that forwards it into `feed_tx`.
     feeds: HashMap<String, JoinHandle<()>>,
     feed_tx: mpsc::Sender<Arc<Event>>,
@@ -175,10 +175,7 @@ impl Session {
                 Some(sent) => sent + self.pong_wait,
                 None => self.last_seen + self.activity,
             };
-            let stalled_at = self
-                .waiting
-                .as_ref()
-                .map(|(_, _, since)| *since + self.pong_wait);
+            let stalled_at = self.waiting.as_ref().map(|w| w.since + self.pong_wait);
             let flow = tokio::select! {
                 biased;
                 _ = kill.changed() => Flow::Break(()),
@@ -189,7 +186,7 @@ impl Session {
                     self.too_slow("Client is not reading")
                 }
                 message = stream.next() => self.on_message(message),
-                slot = self.room.wait(self.waiting.as_ref().map_or(0, |w| w.1)), if self.waiting.is_some() => {
+                slot = self.room.wait(self.waiting.as_ref().map_or(0, |w| w.cost)), if self.waiting.is_some() => {
                     self.deliver_waiting(slot)
                 }
                 event = triggers.recv(), if self.waiting.is_none() => self.on_event(event),
@@ -246,7 +243,12 @@ impl Session {
                 match self.room.take(cost) {
                     Some(slot) => self.queue_event(frame, slot),
                     None => {
-                        self.waiting = Some((frame, cost, Instant::now()));
+                        self.waiting = Some(Waiting {
+                            channel: event.channel.clone(),
+                            frame,
+                            cost,
+                            since: Instant::now(),
+                        });
                         Flow::Continue(())
                     }
                 }
@@ -265,7 +267,10 @@ impl Session {
 
     fn deliver_waiting(&mut self, slot: Option<OwnedSemaphorePermit>) -> Flow {
         match (self.waiting.take(), slot) {
-            (Some((frame, _, _)), Some(slot)) => self.queue_event(frame, slot),
+            // Unsubscribed meanwhile: the event is no longer the client's.
+            (Some(w), Some(slot)) if self.subscriptions.contains_key(&w.channel) => {
+                self.queue_event(w.frame, slot)
+            }
             _ => Flow::Continue(()),
         }
     }
@@ -467,6 +472,16 @@ impl Session {
         self.hub.relay(channel, self.conn, &frame);
         Flow::Continue(())
     }
+}
+
+/// An app event's frame that waits for room in the socket's queue.
+#[derive(Debug)]
+struct Waiting {
+    channel: String,
+    frame: Utf8Bytes,
+    /// What it takes of the room.
+    cost: u32,
+    since: Instant,
 }
 
 /// The share of a socket's queue its app events may take: at most `bytes` of frames and at most
