@@ -270,7 +270,17 @@ fn overrides(l: &LimitRequest, max: &MaxLimits, errors: &mut Vec<FieldError>) ->
 fn check_files(rules: &AdmissionRules, files: &[FileInput], errors: &mut Vec<FieldError>) {
     if files.is_empty() {
         errors.push(FieldError::new("files", "must hold at least one file"));
-    } else if files.len() > rules.max_files {
+    }
+    check_file_names(rules, files, errors);
+}
+
+/// The count, names and layout of `files` (any number up to the maximum, none included).
+pub(crate) fn check_file_names(
+    rules: &AdmissionRules,
+    files: &[FileInput],
+    errors: &mut Vec<FieldError>,
+) {
+    if files.len() > rules.max_files {
         errors.push(FieldError::new(
             "files",
             format!("must hold at most {} files", rules.max_files),

@@ -4,8 +4,9 @@
 //! with its replay ([`log::EventLog`]), the record store ([`store::JobStore`]) and job control
 //! ([`control::JobControl`]), each with an implementation for one machine (a fair in-process
 //! queue, files with a memory window, SQLite, an in-process registry). It knows no wire shape:
-//! the code-runner contract, and later faces, project its types in `kiln-server`. Sandboxes, the
-//! next domain object, are to live here too.
+//! the code-runner contract, and later faces, project its types in `kiln-server`. It also owns
+//! long-lived sandboxes ([`sandbox::SandboxService`]: their caps, lifetimes, commands and
+//! reclaim), made by a [`sandbox::SandboxHost`].
 
 pub mod admission;
 pub mod control;
@@ -15,6 +16,7 @@ pub mod job;
 pub mod log;
 pub mod metrics;
 pub mod queue;
+pub mod sandbox;
 pub mod service;
 pub mod sink;
 pub mod store;

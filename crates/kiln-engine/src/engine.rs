@@ -13,7 +13,8 @@ use kiln_jail::uids::UidRange;
 use crate::control::{Answer, Control, WardenGone};
 use crate::limits::{Accounting, Limits, Network, SandboxShape};
 use crate::pool::Pool;
-use crate::process::Process;
+use crate::process::{HostStdio, Process};
+use crate::pty::TtySize;
 
 /// The uid and gid programs run as inside every sandbox.
 pub const SANDBOX_UID: u32 = 1000;
@@ -36,6 +37,10 @@ pub enum EngineError {
     /// The warden refused a request.
     #[error("{0}")]
     Warden(String),
+    /// The warden could not start a process: no such program, a working directory that is not
+    /// there, an exec the kernel refused. The sandbox is fine.
+    #[error("{0}")]
+    NotStarted(String),
     /// A host-side I/O operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -356,10 +361,16 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Starts `argv` in the sandbox with piped stdio. In a sandbox of [`Accounting::PerProcess`],
-    /// the process gets a group of its own with `limits`' memory, process and CPU caps, which it
-    /// joins before anything else; otherwise it runs in the sandbox's group.
-    pub async fn spawn(&self, req: SpawnRequest, limits: &Limits) -> Result<Process, EngineError> {
+    /// Starts `argv` in the sandbox with piped stdio, or on a terminal of `tty`'s size when
+    /// `req.tty` is set. In a sandbox of [`Accounting::PerProcess`], the process gets a group of
+    /// its own with `limits`' memory, process and CPU caps, which it joins before anything else;
+    /// otherwise it runs in the sandbox's group.
+    pub async fn spawn(
+        &self,
+        req: SpawnRequest,
+        limits: &Limits,
+        tty: Option<TtySize>,
+    ) -> Result<Process, EngineError> {
         let (group, procs) = match (self.accounting, self.cgroup()) {
             (Accounting::PerProcess, Some(cg)) => {
                 let (group, procs) = self.process_group(cg, limits).await?;
@@ -367,26 +378,43 @@ impl Sandbox {
             }
             _ => (None, Vec::new()),
         };
-        let (stdin_r, stdin_w) = host_pipe(false)?;
-        let (stdout_r, stdout_w) = host_pipe(true)?;
-        let (stderr_r, stderr_w) = host_pipe(true)?;
-        let mut fds = vec![stdin_r.as_fd(), stdout_w.as_fd(), stderr_w.as_fd()];
+        let req = SpawnRequest {
+            tty: tty.is_some(),
+            ..req
+        };
+        let (child, host) = match tty {
+            None => {
+                let (stdin_r, stdin_w) = host_pipe(false)?;
+                let (stdout_r, stdout_w) = host_pipe(true)?;
+                let (stderr_r, stderr_w) = host_pipe(true)?;
+                (
+                    [stdin_r, stdout_w, stderr_w],
+                    HostStdio::Pipes([stdin_w, stdout_r, stderr_r]),
+                )
+            }
+            Some(size) => {
+                let (master, slave) = self.open_pty(size)?;
+                let dup = |fd: &OwnedFd| {
+                    fd.try_clone()
+                        .map_err(io_err("duplicate the terminal's slave"))
+                };
+                ([dup(&slave)?, dup(&slave)?, slave], HostStdio::Tty(master))
+            }
+        };
+        let mut fds: Vec<_> = child.iter().map(AsFd::as_fd).collect();
         fds.extend(procs.iter().map(AsFd::as_fd));
         let answer = self.control.request(&Request::Spawn(req), &fds).await;
-        drop((stdin_r, stdout_w, stderr_w, procs));
-        let spawned = match answer? {
-            Answer::Spawned { pid, exit } => Process::new(
-                pid,
-                [stdin_w, stdout_r, stderr_r],
-                exit,
-                self.control.clone(),
-                group,
-            )
-            .map_err(io_err("process stdio")),
-            Answer::Reply(Reply::Failed { message, .. }) => Err(EngineError::Warden(message)),
+        drop(fds);
+        // The process holds its ends now; the host must not, or it never sees their end.
+        drop((child, procs));
+        match answer? {
+            Answer::Spawned { pid, exit } => {
+                Process::new(pid, host, exit, self.control.clone(), group)
+                    .map_err(io_err("process stdio"))
+            }
+            Answer::Reply(Reply::Failed { message, .. }) => Err(EngineError::NotStarted(message)),
             Answer::Reply(other) => Err(EngineError::Warden(format!("unexpected reply {other:?}"))),
-        };
-        spawned
+        }
     }
 
     /// A new group of the sandbox's for one process, with the process's caps, and its

@@ -77,7 +77,7 @@ pub fn validate_relative(dest: &str) -> Result<(), EngineError> {
     })
 }
 
-fn open_in_root(
+pub(crate) fn open_in_root(
     root: &OwnedFd,
     path: &str,
     flags: OFlags,
@@ -96,10 +96,10 @@ fn open_in_root(
 /// sandbox's user namespace refuses inodes owned by an id it cannot map (such as the host's root),
 /// and the sandbox's user must own what it is given anyway. fsuid is per thread, so other threads
 /// keep their identity.
-struct AsSandboxUser;
+pub(crate) struct AsSandboxUser;
 
 impl AsSandboxUser {
-    fn enter(uid: u32, gid: u32) -> Self {
+    pub(crate) fn enter(uid: u32, gid: u32) -> Self {
         // SAFETY: setfsgid and setfsuid take integers and change only this thread's fs identity.
         unsafe {
             libc::syscall(libc::SYS_setfsgid, gid);
@@ -124,16 +124,22 @@ fn errno_ctx(what: String) -> impl FnOnce(rustix::io::Errno) -> EngineError {
 }
 
 impl Sandbox {
-    /// Writes `data` to `/workspace/<dest>` with `mode`, creating parent directories, owned by the
-    /// sandbox's user. Blocking: call it from a blocking context for large files.
-    pub fn write_file(&self, dest: &str, data: &[u8], mode: u32) -> Result<(), EngineError> {
-        validate_relative(dest)?;
-        let root = rustix::fs::open(
+    /// The sandbox's root directory, opened (`O_PATH`) with the host's credentials, which may
+    /// reach it through `/proc`, for the `*at` calls that follow as the sandbox's user.
+    pub(crate) fn open_root(&self) -> Result<OwnedFd, EngineError> {
+        rustix::fs::open(
             self.root(),
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(errno_ctx("open sandbox root".into()))?;
+        .map_err(errno_ctx("open sandbox root".into()))
+    }
+
+    /// Writes `data` to `/workspace/<dest>` with `mode`, creating parent directories, owned by the
+    /// sandbox's user. Blocking: call it from a blocking context for large files.
+    pub fn write_file(&self, dest: &str, data: &[u8], mode: u32) -> Result<(), EngineError> {
+        validate_relative(dest)?;
+        let root = self.open_root()?;
         let (uid, gid) = self.host_ids();
         let _identity = AsSandboxUser::enter(uid, gid);
         let full = format!("{WORKSPACE}/{dest}");

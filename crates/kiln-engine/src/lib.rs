@@ -12,11 +12,14 @@ pub mod files;
 pub mod limits;
 pub mod pool;
 pub mod process;
+pub mod pty;
 pub mod runner;
+pub mod tree;
 pub mod verdict;
 
 pub use engine::{Engine, EngineConfig, EngineError, Sandbox};
 pub use limits::{Accounting, LimitOverrides, Limits, Network, SandboxShape};
 pub use process::Process;
-pub use runner::{OutputSink, Phase, RunSpec, SinkWait, StdinSource, Stream};
+pub use pty::TtySize;
+pub use runner::{OutputSink, Phase, RunCommand, RunSpec, SinkWait, StdinSource, Stream};
 pub use verdict::{RunResult, Status};

@@ -5,22 +5,38 @@ use std::sync::Arc;
 
 use kiln_jail::cgroup::SandboxCgroup;
 use kiln_jail::protocol::{ExitStatus, Reply, Request};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 
 use crate::control::{Answer, Control};
 use crate::engine::EngineError;
+use crate::pty::{PtyMaster, PtyReader, PtyWriter, TtySize};
+
+/// Where a process's input goes.
+pub type Input = Box<dyn AsyncWrite + Send + Sync + Unpin>;
+/// Where a process's output comes from.
+pub type Output = Box<dyn AsyncRead + Send + Sync + Unpin>;
+
+/// The host's ends of a process's stdio.
+#[derive(Debug)]
+pub(crate) enum HostStdio {
+    /// stdin's write end, stdout's and stderr's read ends.
+    Pipes([OwnedFd; 3]),
+    /// A terminal's master: stdin and stdout both (and stderr, which the process shares).
+    Tty(Arc<PtyMaster>),
+}
 
 /// A process in a sandbox.
-#[derive(Debug)]
 pub struct Process {
     pid: i32,
-    /// The write end of its stdin.
-    pub stdin: Option<pipe::Sender>,
-    /// The read end of its stdout.
-    pub stdout: Option<pipe::Receiver>,
-    /// The read end of its stderr.
-    pub stderr: Option<pipe::Receiver>,
+    /// The write end of its stdin (its terminal, when it has one).
+    pub stdin: Option<Input>,
+    /// The read end of its stdout (its terminal, when it has one).
+    pub stdout: Option<Output>,
+    /// The read end of its stderr (none on a terminal: it is the terminal too).
+    pub stderr: Option<Output>,
+    tty: Option<Arc<PtyMaster>>,
     exit: Option<oneshot::Receiver<ExitStatus>>,
     status: Option<ExitStatus>,
     control: Arc<Control>,
@@ -28,20 +44,44 @@ pub struct Process {
     group: Option<Arc<SandboxCgroup>>,
 }
 
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("pid", &self.pid)
+            .field("tty", &self.tty.is_some())
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Process {
     pub(crate) fn new(
         pid: i32,
-        stdio: [OwnedFd; 3],
+        stdio: HostStdio,
         exit: oneshot::Receiver<ExitStatus>,
         control: Arc<Control>,
         group: Option<SandboxCgroup>,
     ) -> std::io::Result<Self> {
-        let [stdin, stdout, stderr] = stdio;
+        let (stdin, stdout, stderr, tty): (Input, Output, Option<Output>, _) = match stdio {
+            HostStdio::Pipes([stdin, stdout, stderr]) => (
+                Box::new(pipe::Sender::from_owned_fd(stdin)?),
+                Box::new(pipe::Receiver::from_owned_fd(stdout)?),
+                Some(Box::new(pipe::Receiver::from_owned_fd(stderr)?)),
+                None,
+            ),
+            HostStdio::Tty(master) => (
+                Box::new(PtyWriter(master.clone())),
+                Box::new(PtyReader(master.clone())),
+                None,
+                Some(master),
+            ),
+        };
         Ok(Self {
             pid,
-            stdin: Some(pipe::Sender::from_owned_fd(stdin)?),
-            stdout: Some(pipe::Receiver::from_owned_fd(stdout)?),
-            stderr: Some(pipe::Receiver::from_owned_fd(stderr)?),
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+            stderr,
+            tty,
             exit: Some(exit),
             status: None,
             control,
@@ -53,6 +93,14 @@ impl Process {
     /// own.
     pub fn group(&self) -> Option<Arc<SandboxCgroup>> {
         self.group.clone()
+    }
+
+    /// Sets its terminal's size; a process without one has nothing to resize.
+    pub fn resize(&self, size: TtySize) -> Result<(), EngineError> {
+        match &self.tty {
+            Some(master) => master.resize(size),
+            None => Ok(()),
+        }
     }
 
     /// Its pid inside the sandbox.

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::engine::{EngineError, Sandbox};
 use crate::limits::{Accounting, Limits};
 use crate::process::Process;
+use crate::pty::TtySize;
 use crate::verdict::{decide, signal_name, KillReason, Outcome, RunResult, Status};
 
 /// How often the CPU and idle clocks are checked.
@@ -42,6 +43,9 @@ pub trait OutputSink: Send {
 
     /// A program moved to another stage (compile, then run). Called before the stage starts.
     fn stage(&mut self, _stage: Phase) {}
+
+    /// The program started, as `pid` inside the sandbox.
+    fn spawned(&mut self, _pid: i32) {}
 
     /// Called on every tick of the run's clocks (every 10 ms): a sink that gathers small writes
     /// hands them on.
@@ -95,6 +99,9 @@ pub struct RunSpec {
     pub limits: Limits,
     /// stdin.
     pub stdin: StdinSource,
+    /// Run on a terminal of this size (stdin, stdout and stderr all the terminal; its output
+    /// arrives as stdout) instead of pipes.
+    pub tty: Option<TtySize>,
 }
 
 impl RunSpec {
@@ -106,6 +113,7 @@ impl RunSpec {
             cwd: "/workspace".into(),
             limits,
             stdin: StdinSource::Closed,
+            tty: None,
         }
     }
 }
@@ -132,20 +140,107 @@ pub async fn run(
     sandbox: &Sandbox,
     spec: RunSpec,
     sink: &mut dyn OutputSink,
-    mut kill: Option<tokio::sync::oneshot::Receiver<()>>,
+    kill: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> RunResult {
-    match run_inner(sandbox, spec, sink, kill.as_mut()).await {
-        Ok(r) => r,
-        Err(e) => RunResult {
-            status: Status::InternalError,
-            exit_code: None,
-            signal: None,
-            cpu_ms: 0,
-            wall_ms: 0,
-            memory_bytes: 0,
-            truncated: false,
-            message: Some(e.to_string()),
-        },
+    run_checked(sandbox, spec, sink, kill)
+        .await
+        .unwrap_or_else(|e| internal(&e))
+}
+
+/// As [`run`], except that a process that could not start at all is an error
+/// ([`EngineError::NotStarted`]), for callers that answer it as the caller's mistake.
+pub async fn run_checked(
+    sandbox: &Sandbox,
+    spec: RunSpec,
+    sink: &mut dyn OutputSink,
+    mut kill: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> Result<RunResult, EngineError> {
+    let steering = match kill.as_mut() {
+        Some(rx) => Steering::Kill(rx),
+        None => Steering::None,
+    };
+    checked(run_inner(sandbox, spec, sink, steering).await)
+}
+
+/// What may be asked of a run while it runs ([`run_steered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunCommand {
+    /// `SIGKILL` kills the program and everything it started (daemons included) and ends the
+    /// run as `killed`; any other signal goes to the program's process group.
+    Signal(i32),
+    /// Its terminal's new size (nothing, for a run without one).
+    Resize(TtySize),
+}
+
+/// As [`run_checked`], steered by the commands sent on `commands` while it runs. A closed
+/// channel steers no more.
+pub async fn run_steered(
+    sandbox: &Sandbox,
+    spec: RunSpec,
+    sink: &mut dyn OutputSink,
+    mut commands: mpsc::Receiver<RunCommand>,
+) -> Result<RunResult, EngineError> {
+    checked(run_inner(sandbox, spec, sink, Steering::Commands(&mut commands)).await)
+}
+
+fn checked(r: Result<RunResult, EngineError>) -> Result<RunResult, EngineError> {
+    match r {
+        Ok(r) => Ok(r),
+        Err(e @ EngineError::NotStarted(_)) => Err(e),
+        Err(e) => Ok(internal(&e)),
+    }
+}
+
+/// How a run is steered from outside while it runs.
+enum Steering<'a> {
+    None,
+    Kill(&'a mut tokio::sync::oneshot::Receiver<()>),
+    Commands(&'a mut mpsc::Receiver<RunCommand>),
+}
+
+/// What the outside asked for.
+enum Command {
+    Kill,
+    Signal(i32),
+    Resize(TtySize),
+}
+
+impl Steering<'_> {
+    /// The next command; pending forever once there can be none.
+    async fn next(&mut self) -> Command {
+        match self {
+            Steering::None => std::future::pending().await,
+            Steering::Kill(rx) => {
+                if (&mut **rx).await.is_err() {
+                    *self = Steering::None;
+                    return std::future::pending().await;
+                }
+                Command::Kill
+            }
+            Steering::Commands(rx) => match rx.recv().await {
+                Some(RunCommand::Signal(libc::SIGKILL)) => Command::Kill,
+                Some(RunCommand::Signal(signal)) => Command::Signal(signal),
+                Some(RunCommand::Resize(size)) => Command::Resize(size),
+                None => {
+                    *self = Steering::None;
+                    std::future::pending().await
+                }
+            },
+        }
+    }
+}
+
+/// The result of a run that Kiln could not carry out.
+pub fn internal(e: &EngineError) -> RunResult {
+    RunResult {
+        status: Status::InternalError,
+        exit_code: None,
+        signal: None,
+        cpu_ms: 0,
+        wall_ms: 0,
+        memory_bytes: 0,
+        truncated: false,
+        message: Some(e.to_string()),
     }
 }
 
@@ -153,7 +248,7 @@ async fn run_inner(
     sandbox: &Sandbox,
     spec: RunSpec,
     sink: &mut dyn OutputSink,
-    kill: Option<&mut tokio::sync::oneshot::Receiver<()>>,
+    steering: Steering<'_>,
 ) -> Result<RunResult, EngineError> {
     let limits = spec.limits.clone();
     if sandbox.accounting() == Accounting::Sandbox {
@@ -168,11 +263,17 @@ async fn run_inner(
                 env: spec.env,
                 cwd: spec.cwd,
                 rlimits: limits.rlimits(),
+                tty: false,
             },
             &limits,
+            spec.tty,
         )
         .await?;
-    let result = supervise(sandbox, &mut proc, spec.stdin, &limits, started, sink, kill).await;
+    sink.spawned(proc.pid());
+    let result = supervise(
+        sandbox, &mut proc, spec.stdin, &limits, started, sink, steering,
+    )
+    .await;
     proc.release_group();
     result
 }
@@ -186,7 +287,7 @@ async fn supervise(
     limits: &Limits,
     started: Instant,
     sink: &mut dyn OutputSink,
-    mut kill: Option<&mut tokio::sync::oneshot::Receiver<()>>,
+    mut steering: Steering<'_>,
 ) -> Result<RunResult, EngineError> {
     let own = proc.group();
     let cgroup = own.as_deref().or(sandbox.cgroup());
@@ -287,10 +388,22 @@ async fn supervise(
                     let _ = proc.kill().await;
                 }
             }
-            _ = wait_kill(&mut kill), if killed_for.is_none() => {
-                killed_for = Some(KillReason::Client);
-                let _ = proc.kill().await;
-            }
+            command = steering.next(), if killed_for.is_none() => match command {
+                Command::Kill => {
+                    killed_for = Some(KillReason::Client);
+                    let _ = proc.kill().await;
+                }
+                Command::Signal(signal) => {
+                    if let Err(e) = proc.signal(signal, true).await {
+                        tracing::debug!(signal, error = %e, "signalling a program");
+                    }
+                }
+                Command::Resize(size) => {
+                    if let Err(e) = proc.resize(size) {
+                        tracing::debug!(error = %e, "resizing a terminal");
+                    }
+                }
+            },
         }
     };
     let wall = started.elapsed();
@@ -381,17 +494,6 @@ fn deliver(
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn wait_kill(kill: &mut Option<&mut tokio::sync::oneshot::Receiver<()>>) {
-    match kill {
-        Some(rx) => {
-            if (&mut **rx).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
         None => std::future::pending().await,
     }
 }

@@ -23,6 +23,8 @@ pub enum ExecStep {
     Session,
     /// Wiring stdin, stdout and stderr.
     Stdio,
+    /// Taking the terminal on stdin as the session's controlling terminal.
+    ControllingTty,
     /// Closing inherited descriptors.
     CloseFds,
     /// `chdir` into the working directory.
@@ -47,11 +49,12 @@ impl ExecStep {
         Self::ALL.into_iter().find(|s| *s as u32 == v)
     }
 
-    const ALL: [ExecStep; 12] = [
+    const ALL: [ExecStep; 13] = [
         ExecStep::Signals,
         ExecStep::Cgroup,
         ExecStep::Session,
         ExecStep::Stdio,
+        ExecStep::ControllingTty,
         ExecStep::CloseFds,
         ExecStep::Chdir,
         ExecStep::Rlimits,
@@ -69,6 +72,7 @@ impl ExecStep {
             ExecStep::Cgroup => "join cgroup",
             ExecStep::Session => "setsid",
             ExecStep::Stdio => "stdio",
+            ExecStep::ControllingTty => "controlling tty",
             ExecStep::CloseFds => "close fds",
             ExecStep::Chdir => "chdir",
             ExecStep::Rlimits => "rlimits",
@@ -112,6 +116,7 @@ pub struct ExecPlan {
     uid: u32,
     gid: u32,
     last_cap: u32,
+    tty: bool,
 }
 
 /// Where a process sets its own OOM score.
@@ -182,6 +187,7 @@ impl ExecPlan {
             uid,
             gid,
             last_cap,
+            tty: req.tty,
         })
     }
 
@@ -205,6 +211,11 @@ impl ExecPlan {
         check(ExecStep::Session, sys(sys_setsid()))?;
         for (target, fd) in stdio.iter().enumerate() {
             check(ExecStep::Stdio, sys(sys_dup2(*fd, target as RawFd)))?;
+        }
+        if self.tty {
+            // A new session has no controlling terminal: the one on stdin becomes it, so the
+            // shell gets job control and ^C reaches its foreground group.
+            check(ExecStep::ControllingTty, sys(sys_take_controlling_tty()))?;
         }
         check(ExecStep::CloseFds, sys(sys_close_from(3)))?;
         check(ExecStep::Chdir, sys(sys_chdir(&self.cwd)))?;
@@ -295,6 +306,12 @@ fn reset_signals() -> Result<(), i32> {
 fn sys_setsid() -> libc::c_long {
     // SAFETY: setsid has no memory arguments.
     unsafe { libc::setsid() as libc::c_long }
+}
+
+fn sys_take_controlling_tty() -> libc::c_long {
+    // SAFETY: TIOCSCTTY on fd 0 takes an integer argument (0: do not steal it from another
+    // session) and no memory.
+    unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) as libc::c_long }
 }
 
 fn sys_dup2(from: RawFd, to: RawFd) -> libc::c_long {

@@ -94,6 +94,9 @@ pub struct SpawnRequest {
     pub cwd: String,
     /// Resource limits.
     pub rlimits: Vec<Rlimit>,
+    /// stdin is a terminal that becomes the process's controlling terminal.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// What the engine asks of the warden.

@@ -27,7 +27,9 @@ async fn wrong_method(method: Method, uri: Uri) -> ApiError {
 
 /// The application, with its state applied.
 pub fn router(state: AppState) -> Router {
-    let (api, _) = crate::coderunner::routes().split_for_parts();
+    let (api, _) = crate::coderunner::routes()
+        .merge(crate::sandboxes::routes())
+        .split_for_parts();
     let realtime = state.realtime.router();
     api.route(
         "/openapi.json",

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kiln_core::admission::AdmissionRules;
 use kiln_core::control::StdinCaps;
+use kiln_core::sandbox::{SandboxConfig, SandboxLimits};
 use kiln_core::{MaxLimits, ServiceConfig};
 use serde::Deserialize;
 
@@ -79,8 +80,106 @@ pub struct ServerConfig {
     pub max_limits: MaxLimits,
     /// The embedded Pusher endpoint's app id, key and secret.
     pub pusher: PusherConfig,
+    /// Long-lived sandboxes.
+    pub sandboxes: SandboxSettings,
     /// How long a graceful shutdown waits for admitted jobs.
     pub drain_secs: u64,
+}
+
+/// Long-lived sandboxes (`/v1/sandboxes`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct SandboxSettings {
+    /// Sandboxes alive at once, all tokens together.
+    pub max_sandboxes: usize,
+    /// Sandboxes one token may have alive at once.
+    pub max_per_token: usize,
+    /// Memory of a sandbox that asks for none, MiB (its files count too).
+    pub memory_mb: u64,
+    /// Processes and threads of a sandbox that asks for none.
+    pub pids: u64,
+    /// Size of `/workspace` of a sandbox that asks for none, MiB.
+    pub disk_mb: u64,
+    /// The most memory a sandbox may ask for, MiB.
+    pub max_memory_mb: u64,
+    /// The most processes a sandbox may ask for.
+    pub max_pids: u64,
+    /// The largest `/workspace` a sandbox may ask for, MiB.
+    pub max_disk_mb: u64,
+    /// The most CPUs a sandbox may ask for.
+    pub max_cpus: f64,
+    /// Lifetime of a sandbox that asks for none, seconds.
+    pub timeout_secs: u64,
+    /// The longest lifetime, from creation, however it is extended.
+    pub max_timeout_secs: u64,
+    /// How long a sandbox may go without a call, unless it asks otherwise.
+    pub idle_timeout_secs: u64,
+    /// How long a command may run unless it asks otherwise, ms.
+    pub exec_timeout_ms: u64,
+    /// The longest a command may ask for, ms.
+    pub max_exec_timeout_ms: u64,
+    /// stdout plus stderr a command's result keeps, bytes.
+    pub exec_output_bytes: u64,
+    /// Background processes a sandbox keeps, running and ended.
+    pub max_processes: usize,
+    /// Bytes of output each background process keeps (the newest).
+    pub process_log_bytes: usize,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        let d = SandboxConfig::default();
+        Self {
+            max_sandboxes: d.max_sandboxes,
+            max_per_token: d.max_per_owner,
+            memory_mb: d.default_limits.memory_mb,
+            pids: d.default_limits.pids,
+            disk_mb: d.default_limits.disk_mb,
+            max_memory_mb: d.max_limits.memory_mb,
+            max_pids: d.max_limits.pids,
+            max_disk_mb: d.max_limits.disk_mb,
+            max_cpus: d.max_limits.cpus.unwrap_or(64.0),
+            timeout_secs: d.default_lifetime.as_secs(),
+            max_timeout_secs: d.max_lifetime.as_secs(),
+            idle_timeout_secs: d.default_idle.as_secs(),
+            exec_timeout_ms: d.default_exec_timeout.as_millis() as u64,
+            max_exec_timeout_ms: d.max_exec_timeout.as_millis() as u64,
+            exec_output_bytes: d.exec_output_bytes,
+            max_processes: d.max_processes,
+            process_log_bytes: d.process_log_bytes,
+        }
+    }
+}
+
+impl SandboxSettings {
+    /// The sandbox service's configuration.
+    pub fn service(&self) -> SandboxConfig {
+        SandboxConfig {
+            max_sandboxes: self.max_sandboxes,
+            max_per_owner: self.max_per_token,
+            default_limits: SandboxLimits {
+                memory_mb: self.memory_mb,
+                pids: self.pids,
+                disk_mb: self.disk_mb,
+                cpus: None,
+            },
+            max_limits: SandboxLimits {
+                memory_mb: self.max_memory_mb,
+                pids: self.max_pids,
+                disk_mb: self.max_disk_mb,
+                cpus: Some(self.max_cpus),
+            },
+            default_lifetime: Duration::from_secs(self.timeout_secs),
+            max_lifetime: Duration::from_secs(self.max_timeout_secs),
+            default_idle: Duration::from_secs(self.idle_timeout_secs),
+            default_exec_timeout: Duration::from_millis(self.exec_timeout_ms),
+            max_exec_timeout: Duration::from_millis(self.max_exec_timeout_ms),
+            exec_output_bytes: self.exec_output_bytes,
+            max_processes: self.max_processes.max(1),
+            process_log_bytes: self.process_log_bytes.max(1),
+            ..SandboxConfig::default()
+        }
+    }
 }
 
 /// The embedded Pusher endpoint.
@@ -135,6 +234,7 @@ impl Default for ServerConfig {
             max_header_bytes: 16 << 10,
             max_limits: MaxLimits::default(),
             pusher: PusherConfig::default(),
+            sandboxes: SandboxSettings::default(),
             drain_secs: 30,
         }
     }

@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use kiln_core::executor::NoSandboxes;
 use kiln_core::log::{LocalEventLog, LocalLogConfig};
 use kiln_core::queue::FairQueue;
+use kiln_core::sandbox::SandboxService;
 use kiln_core::store::SqliteStore;
 use kiln_core::JobService;
 use kiln_lang::Catalog;
@@ -45,6 +46,12 @@ async fn app(cfg: ServerConfig) -> App {
         .unwrap(),
     );
     let catalog = Arc::new(Catalog::embedded().unwrap());
+    let sandboxes = SandboxService::start(
+        cfg.sandboxes.service(),
+        cfg.service().admission,
+        catalog.clone(),
+        Arc::new(NoSandboxes),
+    );
     let service = JobService::start(
         cfg.service(),
         Arc::new(NoSandboxes),
@@ -70,6 +77,7 @@ async fn app(cfg: ServerConfig) -> App {
         tokens: Arc::new(Tokens::new(cfg.tokens.iter())),
         cfg,
         service,
+        sandboxes,
         realtime,
     };
     App {
@@ -514,6 +522,154 @@ async fn item11_a_job_whose_start_never_came_is_expired_not_an_internal_error() 
         "{metrics}"
     );
     assert!(!metrics.contains("internal_error"), "{metrics}");
+}
+
+#[tokio::test]
+async fn sandbox_routes_refuse_bad_requests_unknown_ids_and_strangers() {
+    let app = app(ServerConfig::default()).await;
+    let a = call(&app, request("GET", "/v1/sandboxes", None, None)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_shape(&a);
+    let a = call(&app, request("GET", "/v1/sandboxes", Some(TOKEN), None)).await;
+    assert_eq!(
+        (a.status, &a.body),
+        (StatusCode::OK, &json!({"sandboxes": []}))
+    );
+    // Every bad field of a creation is named.
+    let a = call(
+        &app,
+        request(
+            "POST",
+            "/v1/sandboxes",
+            Some(TOKEN),
+            Some(json!({"limits": {"memoryMb": 1u64 << 40, "cpus": -1}, "env": {"A=B": "x"},
+                        "cwd": "rel", "files": [{"name": "../x", "content": "1"}], "timeoutSecs": 0})),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert_shape(&a);
+    let paths: Vec<&str> = a.body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["timeoutSecs"], "{}", a.body);
+    let a = call(
+        &app,
+        request(
+            "POST",
+            "/v1/sandboxes",
+            Some(TOKEN),
+            Some(
+                json!({"limits": {"memoryMb": 1u64 << 40, "cpus": -1}, "env": {"A=B": "x"},
+                        "cwd": "rel", "files": [{"name": "../x", "content": "1"}]}),
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    let paths: Vec<&str> = a.body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    for want in [
+        "limits.memoryMb",
+        "limits.cpus",
+        "env.A=B",
+        "cwd",
+        "files.0.name",
+    ] {
+        assert!(paths.contains(&want), "{want} not in {}", a.body);
+    }
+    let a = call(
+        &app,
+        request(
+            "POST",
+            "/v1/sandboxes",
+            Some(TOKEN),
+            Some(json!({"language": "cobol"})),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    let a = call(
+        &app,
+        request(
+            "POST",
+            "/v1/sandboxes",
+            Some(TOKEN),
+            Some(json!({"network": "host"})),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert_shape(&a);
+    // Unknown and malformed ids are 404 on every route.
+    let real_looking = format!("sbx_{}", "0".repeat(32));
+    for id in [real_looking.as_str(), "nope", "sbx_..%2F..", "sbx_ZZ"] {
+        for (method, path, body) in [
+            ("GET", format!("/v1/sandboxes/{id}"), None),
+            ("DELETE", format!("/v1/sandboxes/{id}"), None),
+            (
+                "POST",
+                format!("/v1/sandboxes/{id}/exec"),
+                Some(json!({"cmd": "true"})),
+            ),
+            (
+                "POST",
+                format!("/v1/sandboxes/{id}/timeout"),
+                Some(json!({"timeoutSecs": 5})),
+            ),
+        ] {
+            let a = call(&app, request(method, &path, Some(TOKEN), body)).await;
+            assert_eq!(
+                a.status,
+                StatusCode::NOT_FOUND,
+                "{method} {path}: {}",
+                a.body
+            );
+            assert_shape(&a);
+        }
+    }
+    // A command needs one of cmd and argv; a bad one is named before any sandbox is looked for.
+    for body in [
+        json!({}),
+        json!({"cmd": "x", "argv": ["x"]}),
+        json!({"cmd": "x", "timeoutMs": 0}),
+    ] {
+        let path = format!("/v1/sandboxes/{real_looking}/exec");
+        let a = call(
+            &app,
+            request("POST", &path, Some(TOKEN), Some(body.clone())),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.body);
+        assert_shape(&a);
+    }
+    let a = call(
+        &app,
+        request(
+            "POST",
+            &format!("/v1/sandboxes/{real_looking}/exec"),
+            Some(TOKEN),
+            Some(json!({"cmd": "true", "timeoutMs": 1u64 << 40})),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert_eq!(a.body["details"][0]["path"], "timeoutMs");
+    // Without an engine, creating is Kiln's failure, said as such.
+    let a = call(
+        &app,
+        request("POST", "/v1/sandboxes", Some(TOKEN), Some(json!({}))),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", a.body);
+    assert_shape(&a);
 }
 
 #[tokio::test]

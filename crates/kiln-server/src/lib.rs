@@ -1,5 +1,5 @@
 //! kiln-server owns Kiln's HTTP faces over the service core (`kiln-core`): the code-runner job
-//! API (`/v1/*`, with Kiln's extensions), bearer tokens, the embedded Pusher endpoint's view of
+//! API (`/v1/*`, with Kiln's extensions), the sandbox API (`/v1/sandboxes`), bearer tokens, the embedded Pusher endpoint's view of
 //! job events (`kiln-pusher` does the protocol), SSE, metrics, the OpenAPI description built from
 //! the routes, the listener with its connection limits, and the wiring of the service on one
 //! machine (SQLite records, job logs on disk, the fair in-process queue).
@@ -14,6 +14,7 @@ pub mod forward;
 pub mod listener;
 pub mod openapi;
 pub mod realtime;
+pub mod sandboxes;
 pub mod server;
 pub mod state;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use kiln_core::job::{expiry, now_ms};
 use kiln_core::log::{LocalEventLog, LocalLogConfig};
 use kiln_core::queue::FairQueue;
+use kiln_core::sandbox::SandboxService;
 use kiln_core::store::{JobStore, SqliteStore};
 use kiln_core::JobService;
 use kiln_engine::{Engine, EngineConfig};
@@ -166,10 +167,16 @@ pub async fn serve(
     }
     let mut engine_cfg = engine_cfg;
     engine_cfg.pool_size = cfg.pool_size;
-    let engine = Engine::new(engine_cfg)?;
+    let engine = Arc::new(Engine::new(engine_cfg)?);
+    let sandboxes = SandboxService::start(
+        cfg.sandboxes.service(),
+        cfg.service().admission,
+        catalog.clone(),
+        engine.clone(),
+    );
     let service = JobService::start(
         cfg.service(),
-        Arc::new(engine),
+        engine,
         catalog,
         Arc::new(FairQueue::new()),
         log,
@@ -202,6 +209,7 @@ pub async fn serve(
     let state = AppState {
         cfg: cfg.clone(),
         service: service.clone(),
+        sandboxes: sandboxes.clone(),
         realtime,
         tokens: Arc::new(Tokens::new(cfg.tokens.iter())),
     };
@@ -257,6 +265,7 @@ pub async fn serve(
     })
     .await;
     tracing::info!("kiln serve: draining admitted jobs");
+    sandboxes.shutdown().await;
     service.drain().await;
     purger.abort();
     if let Some(t) = metrics_task {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use kiln_core::sandbox::SandboxService;
 use kiln_core::JobService;
 use kiln_pusher::Realtime;
 
@@ -15,6 +16,8 @@ pub struct AppState {
     pub cfg: Arc<ServerConfig>,
     /// Jobs.
     pub service: Arc<JobService>,
+    /// Sandboxes.
+    pub sandboxes: Arc<SandboxService>,
     /// The Pusher endpoint (signs channel auth).
     pub realtime: Realtime,
     /// The bearer tokens.

@@ -28,8 +28,15 @@ pub struct Ok {
     ok: bool,
 }
 
+impl Ok {
+    /// `{"ok": true}`.
+    pub fn yes() -> Self {
+        Ok { ok: true }
+    }
+}
+
 fn ok() -> Json<Ok> {
-    Json(Ok { ok: true })
+    Json(Ok::yes())
 }
 
 /// `POST /v1/channel-auth` answer.

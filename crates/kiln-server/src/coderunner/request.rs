@@ -156,47 +156,7 @@ pub struct ChannelAuthRequest {
 impl ExecuteRequest {
     /// The domain's request: contents decoded, limits unwrapped.
     pub fn into_domain(self, auto_start: bool) -> Result<JobRequest, ApiError> {
-        let mut details = Vec::new();
-        let mut files = Vec::new();
-        for (i, f) in self.files.into_iter().enumerate() {
-            let at = |field: &str| format!("files.{i}.{field}");
-            if f.reference.is_some() {
-                details.push(Detail {
-                    path: at("ref"),
-                    message: "content by reference needs a blob store, which this server does not keep; send content".into(),
-                });
-                continue;
-            }
-            let Some(content) = f.content else {
-                details.push(Detail {
-                    path: at("content"),
-                    message: "is required".into(),
-                });
-                continue;
-            };
-            let content = match f.encoding.unwrap_or_default() {
-                Encoding::Utf8 => content.into_bytes(),
-                Encoding::Base64 => {
-                    match base64::engine::general_purpose::STANDARD.decode(content) {
-                        Ok(bytes) => bytes,
-                        Err(e) => {
-                            details.push(Detail {
-                                path: at("content"),
-                                message: format!("is not valid base64: {e}"),
-                            });
-                            continue;
-                        }
-                    }
-                }
-            };
-            files.push(DomainFile {
-                name: f.name,
-                content,
-            });
-        }
-        if !details.is_empty() {
-            return Err(ApiError::invalid(details));
-        }
+        let files = decode_files(self.files, "files")?;
         let l = self.limits.unwrap_or_default();
         let get = |p: Option<Positive>| p.map(|p| p.0);
         Ok(JobRequest {
@@ -222,5 +182,50 @@ impl ExecuteRequest {
                 _ => OutputEncoding::Utf8,
             },
         })
+    }
+}
+
+/// Decodes the files of a request (contents from base64 where asked).
+pub fn decode_files(files: Vec<FileInput>, field: &str) -> Result<Vec<DomainFile>, ApiError> {
+    let mut details = Vec::new();
+    let mut out = Vec::new();
+    for (i, f) in files.into_iter().enumerate() {
+        let at = |name: &str| format!("{field}.{i}.{name}");
+        if f.reference.is_some() {
+            details.push(Detail {
+                path: at("ref"),
+                message: "content by reference needs a blob store, which this server does not keep; send content".into(),
+            });
+            continue;
+        }
+        let Some(content) = f.content else {
+            details.push(Detail {
+                path: at("content"),
+                message: "is required".into(),
+            });
+            continue;
+        };
+        let content = match f.encoding.unwrap_or_default() {
+            Encoding::Utf8 => content.into_bytes(),
+            Encoding::Base64 => match base64::engine::general_purpose::STANDARD.decode(content) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    details.push(Detail {
+                        path: at("content"),
+                        message: format!("is not valid base64: {e}"),
+                    });
+                    continue;
+                }
+            },
+        };
+        out.push(DomainFile {
+            name: f.name,
+            content,
+        });
+    }
+    if details.is_empty() {
+        Ok(out)
+    } else {
+        Err(ApiError::invalid(details))
     }
 }

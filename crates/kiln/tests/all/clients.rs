@@ -14,7 +14,7 @@ use crate::server::{Server, TOKEN};
 /// How long one client script may run (the scripts give up a little earlier, with a message).
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
 
-fn clients_dir() -> PathBuf {
+pub(crate) fn clients_dir() -> PathBuf {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = crate_dir
         .ancestors()
@@ -24,7 +24,7 @@ fn clients_dir() -> PathBuf {
 }
 
 /// The interpreter `scripts/setup` installs pysher and pusher into.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     clients_dir().join(".venv/bin/python")
 }
 

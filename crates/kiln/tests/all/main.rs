@@ -9,6 +9,8 @@ mod escape_shared;
 mod instances;
 mod languages;
 mod lifecycle;
+mod sandbox_processes;
+mod sandboxes;
 mod server;
 mod server_limits;
 mod server_output;
