@@ -1,6 +1,7 @@
 //! Kiln's sandbox API (`/v1/sandboxes`): long-lived environments over the sandbox service, with
 //! the job API's tokens, error shape and body limits.
 
+pub mod files;
 pub mod handlers;
 pub mod process_wire;
 pub mod processes;
@@ -28,4 +29,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(processes::wait))
         .routes(routes!(processes::logs))
         .routes(routes!(processes::terminal))
+        .routes(routes!(files::list, files::remove))
+        .routes(routes!(files::stat))
+        .routes(routes!(files::read, files::upload))
+        .routes(routes!(files::write))
+        .routes(routes!(files::mkdir))
+        .routes(routes!(files::rename))
 }

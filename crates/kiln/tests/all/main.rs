@@ -9,6 +9,7 @@ mod escape_shared;
 mod instances;
 mod languages;
 mod lifecycle;
+mod sandbox_files;
 mod sandbox_processes;
 mod sandboxes;
 mod server;
