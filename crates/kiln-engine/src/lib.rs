@@ -10,6 +10,7 @@ mod control;
 pub mod engine;
 pub mod files;
 pub mod limits;
+pub mod net;
 pub mod pool;
 pub mod process;
 pub mod pty;

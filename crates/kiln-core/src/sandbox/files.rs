@@ -1,10 +1,17 @@
-//! A sandbox's files for its owner: each call runs on a blocking thread as the sandbox's user,
-//! through [`kiln_engine::tree::Tree`], whose paths resolve inside the sandbox's root whatever
-//! the sandboxed code planted.
+//! A sandbox's files and ports for its owner. File calls run on a blocking thread as the
+//! sandbox's user, through [`kiln_engine::tree::Tree`], whose paths resolve inside the sandbox's
+//! root whatever the sandboxed code planted; ports are its loopback's listeners, connected to
+//! from inside its network namespace.
 
+use std::time::Duration;
+
+use kiln_engine::net::Listener;
 use kiln_engine::tree::{Entry, Listing, SandboxPath, Tree, TreeError};
 
 use super::{SandboxError, SandboxId, SandboxService};
+
+/// How often a wait for a port looks again.
+const PORT_POLL: Duration = Duration::from_millis(25);
 
 impl SandboxService {
     /// Runs `op` on one of `owner`'s sandboxes' tree.
@@ -106,5 +113,72 @@ impl SandboxService {
     ) -> Result<(), SandboxError> {
         self.with_tree(owner, id, move |t| t.remove(&path, recursive))
             .await
+    }
+}
+
+impl SandboxService {
+    /// The TCP listeners of one of `owner`'s sandboxes.
+    pub async fn listeners(
+        &self,
+        owner: &str,
+        id: &SandboxId,
+    ) -> Result<Vec<Listener>, SandboxError> {
+        let live = self.live(owner, id)?;
+        live.touch();
+        tokio::task::spawn_blocking(move || {
+            let guard = live.sandbox.blocking_read();
+            let sandbox = guard.as_ref().ok_or(SandboxError::NotFound)?;
+            sandbox
+                .listeners()
+                .map_err(|e| SandboxError::Internal(e.to_string()))
+        })
+        .await
+        .map_err(|e| SandboxError::Internal(format!("reading the listeners panicked: {e}")))?
+    }
+
+    /// Waits up to `timeout` for a listener on `port`; the listener, if one came.
+    pub async fn wait_port(
+        &self,
+        owner: &str,
+        id: &SandboxId,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Option<Listener>, SandboxError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let found = self
+                .listeners(owner, id)
+                .await?
+                .into_iter()
+                .find(|l| l.port == port);
+            if found.is_some() || tokio::time::Instant::now() >= deadline {
+                return Ok(found);
+            }
+            tokio::time::sleep(PORT_POLL).await;
+        }
+    }
+
+    /// A connection to `port` on the sandbox's own loopback.
+    pub async fn connect(
+        &self,
+        owner: &str,
+        id: &SandboxId,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, SandboxError> {
+        let live = self.live(owner, id)?;
+        live.touch();
+        let guard = live.sandbox.read().await;
+        let sandbox = guard.as_ref().ok_or(SandboxError::NotFound)?;
+        sandbox.connect(port).await.map_err(|e| match e {
+            kiln_engine::EngineError::Io { source, .. }
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::ECONNREFUSED | libc::ETIMEDOUT | libc::ENETUNREACH)
+                ) =>
+            {
+                SandboxError::PortClosed(port)
+            }
+            e => SandboxError::Internal(e.to_string()),
+        })
     }
 }

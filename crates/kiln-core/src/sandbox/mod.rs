@@ -249,6 +249,9 @@ pub enum SandboxError {
     /// A file operation failed.
     #[error(transparent)]
     File(#[from] kiln_engine::tree::TreeError),
+    /// Nothing listens on the port in the sandbox.
+    #[error("nothing listens on port {0} in the sandbox")]
+    PortClosed(u16),
     /// The process's stdin is closed (or it ended).
     #[error("the stdin of process {0} is closed")]
     StdinClosed(u64),

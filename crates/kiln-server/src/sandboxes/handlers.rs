@@ -54,6 +54,10 @@ pub(super) fn refused(e: SandboxError, id: Option<&str>) -> ApiError {
         .retry_after(1000),
         e @ SandboxError::StdinClosed(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
         SandboxError::File(e) => file_refused(e),
+        SandboxError::PortClosed(port) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("Nothing listens on port {port} in the sandbox (its own loopback)"),
+        ),
         SandboxError::Internal(message) => {
             tracing::error!(error = message, "sandbox operation failed");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)

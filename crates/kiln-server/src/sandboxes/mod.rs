@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod handlers;
+pub mod ports;
 pub mod process_wire;
 pub mod processes;
 pub mod wire;
@@ -35,4 +36,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(files::write))
         .routes(routes!(files::mkdir))
         .routes(routes!(files::rename))
+        .routes(routes!(ports::list))
+        .routes(routes!(ports::wait))
+        .routes(routes!(ports::proxy_root))
+        .routes(routes!(ports::proxy))
 }

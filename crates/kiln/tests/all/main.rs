@@ -10,6 +10,7 @@ mod instances;
 mod languages;
 mod lifecycle;
 mod sandbox_files;
+mod sandbox_ports;
 mod sandbox_processes;
 mod sandboxes;
 mod server;
