@@ -8,6 +8,7 @@ mod host;
 mod log_ring;
 mod process;
 mod request;
+mod runtime;
 mod service;
 
 pub use host::SandboxHost;
@@ -16,6 +17,7 @@ pub use process::{
     KillOnDrop, ProcessEvent, ProcessFollower, ProcessInfo, ProcessRequest, ProcessState,
 };
 pub use request::{ExecRequest, SandboxLimitRequest, SandboxRequest};
+pub use runtime::{CodeRequest, RunOutcome, Runtime};
 pub use service::SandboxService;
 
 use std::collections::BTreeMap;

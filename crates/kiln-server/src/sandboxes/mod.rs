@@ -1,6 +1,7 @@
 //! Kiln's sandbox API (`/v1/sandboxes`): long-lived environments over the sandbox service, with
 //! the job API's tokens, error shape and body limits.
 
+pub mod code;
 pub mod files;
 pub mod handlers;
 pub mod ports;
@@ -40,4 +41,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ports::wait))
         .routes(routes!(ports::proxy_root))
         .routes(routes!(ports::proxy))
+        .routes(routes!(code::exec))
+        .routes(routes!(code::run))
+        .routes(routes!(code::spawn))
 }
