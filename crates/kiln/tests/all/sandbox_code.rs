@@ -115,11 +115,11 @@ fn javascript_and_python_code_runs_for_output_for_a_value_and_in_the_background(
         &s,
         &id,
         "run",
-        json!({"language": "python", "code": "import math\nx = {'pi': round(math.pi, 2), 's': {3}, 'b': b'hi'}\nx"}),
+        json!({"language": "python", "code": "import math\nx = {'e': round(math.e, 1), 's': {3}, 'b': b'hi'}\nx"}),
     );
     assert_eq!(
         run["value"],
-        json!({"pi": 3.14, "s": [3], "b": "hi"}),
+        json!({"e": 2.7, "s": [3], "b": "hi"}),
         "{run}"
     );
     let run = code(
