@@ -1,11 +1,14 @@
-//! The `kiln` binary: the command line (`exec`, `run`, `languages`, `serve`, `doctor`) and, when started with the hidden warden
+//! The `kiln` binary: the command line (`exec`, `run`, `languages`, `serve`, `sandbox`, `doctor`) and, when started with the hidden warden
 //! argument, the warden that runs as PID 1 inside each sandbox.
 
 mod cli_common;
 mod cli_exec;
+mod cli_http;
 mod cli_languages;
 mod cli_run;
+mod cli_sandbox;
 mod cli_serve;
+mod cli_shell;
 mod doctor;
 mod units;
 
@@ -27,8 +30,10 @@ enum Command {
     Run(cli_run::RunArgs),
     /// List the languages this host can run.
     Languages(cli_languages::LanguagesArgs),
-    /// Serve the HTTP API (jobs, live channels).
+    /// Serve the HTTP API (jobs, live channels, sandboxes).
     Serve(cli_serve::ServeArgs),
+    /// Long-lived sandboxes of a running server: create, ls, exec, ps, logs, kill, cp, shell, rm.
+    Sandbox(cli_sandbox::SandboxArgs),
     /// Check that this host can run sandboxes, and say how to fix what is missing.
     Doctor,
 }
@@ -73,6 +78,7 @@ fn main() {
             Command::Run(args) => cli_run::run(args).await,
             Command::Languages(args) => cli_languages::run(args),
             Command::Serve(args) => cli_serve::run(args).await,
+            Command::Sandbox(args) => cli_sandbox::run(args).await,
             Command::Doctor => doctor::run().await,
         }
     });

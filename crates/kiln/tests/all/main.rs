@@ -9,6 +9,7 @@ mod escape_shared;
 mod instances;
 mod languages;
 mod lifecycle;
+mod sandbox_cli;
 mod sandbox_code;
 mod sandbox_files;
 mod sandbox_ports;
