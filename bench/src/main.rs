@@ -2,7 +2,8 @@
 //! throughput at several concurrencies, and host memory per idle sandbox — in one run, with medians,
 //! ratios and the targets they are held to — and each language's hello world through `run_program`
 //! next to the same compile and run command lines on the bare host — and `kiln serve` end to end
-//! on loopback next to bare python and the engine alone.
+//! on loopback next to bare python and the engine alone — and long-lived sandboxes over HTTP
+//! (create, exec `true`, idle memory).
 
 mod baseline;
 mod client;
@@ -13,6 +14,7 @@ mod languages;
 mod latency;
 mod memory;
 mod report;
+mod sandboxes;
 mod serve;
 mod stats;
 mod throughput;
@@ -83,6 +85,7 @@ enum Section {
     Throughput,
     Languages,
     Http,
+    Sandboxes,
 }
 
 #[tokio::main]
@@ -170,6 +173,10 @@ async fn main() -> Result<()> {
         true => Some(http::measure(&mut kiln, &kiln_exe, http_iterations, runs).await?),
         false => None,
     };
+    let sandboxes = match run(Section::Sandboxes) {
+        true => Some(sandboxes::measure(&kiln_exe, http_iterations.max(20), args.sandboxes).await?),
+        false => None,
+    };
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
 
     let results = report::Results {
@@ -198,8 +205,15 @@ async fn main() -> Result<()> {
         lang_iterations,
     };
     results.print();
+    if let Some(s) = &sandboxes {
+        s.print();
+    }
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&results.to_json())?;
+        let mut doc = results.to_json();
+        if let Some(s) = &sandboxes {
+            doc["sandboxes"] = s.to_json();
+        }
+        let text = serde_json::to_string_pretty(&doc)?;
         std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
         println!("\nJSON written to {}", path.display());
     }

@@ -197,7 +197,7 @@ async fn round(kiln: &mut Kiln, n: usize) -> Result<Round> {
 /// `host_used` once it has stopped moving. Part of a destroyed sandbox's kernel state (namespaces,
 /// RCU-freed objects) is released by deferred work after the destroy returns; read while that goes
 /// on, the next round's growth would be offset by the previous round's release.
-async fn host_used_stable() -> Result<(f64, f64)> {
+pub async fn host_used_stable() -> Result<(f64, f64)> {
     let deadline = std::time::Instant::now() + STABLE_TIMEOUT;
     let mut last = host_used().await?;
     loop {
