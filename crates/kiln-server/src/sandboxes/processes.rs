@@ -413,9 +413,8 @@ async fn attach(
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                 };
                 if let Some(bytes) = typed {
-                    if service.write_stdin(&caller.0, &sid, pid, bytes).await.is_err() {
-                        // It ended or its sandbox went: the follower brings the end.
-                    }
+                    // A refusal means it ended or its sandbox went: the follower brings the end.
+                    let _ = service.write_stdin(&caller.0, &sid, pid, bytes).await;
                 }
             }
         }
