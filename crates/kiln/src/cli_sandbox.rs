@@ -471,6 +471,9 @@ async fn copy(c: &Client, src: &str, dst: &str, as_json: bool) -> Result<i32> {
                     written += data.len() as u64;
                 }
             }
+            // tokio's file hands writes to a blocking thread: without the flush, the last of
+            // them may still be in flight when the process exits.
+            tokio::io::AsyncWriteExt::flush(&mut out).await?;
             if as_json {
                 print_json(&json!({"path": dst, "size": written}));
             }

@@ -14,6 +14,22 @@ use super::{SandboxError, SandboxId, SandboxService};
 const PORT_POLL: Duration = Duration::from_millis(25);
 
 impl SandboxService {
+    /// Runs `op` on one of `owner`'s sandboxes on a blocking thread, holding it shared.
+    async fn blocking<T, F>(&self, owner: &str, id: &SandboxId, op: F) -> Result<T, SandboxError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&kiln_engine::Sandbox) -> Result<T, SandboxError> + Send + 'static,
+    {
+        let live = self.live(owner, id)?;
+        live.touch();
+        tokio::task::spawn_blocking(move || {
+            let guard = live.sandbox.blocking_read();
+            op(guard.as_ref().ok_or(SandboxError::NotFound)?)
+        })
+        .await
+        .map_err(|e| SandboxError::Internal(format!("a blocking sandbox call panicked: {e}")))?
+    }
+
     /// Runs `op` on one of `owner`'s sandboxes' tree.
     pub async fn with_tree<T, F>(
         &self,
@@ -25,16 +41,11 @@ impl SandboxService {
         T: Send + 'static,
         F: FnOnce(&Tree) -> Result<T, TreeError> + Send + 'static,
     {
-        let live = self.live(owner, id)?;
-        live.touch();
-        tokio::task::spawn_blocking(move || {
-            let guard = live.sandbox.blocking_read();
-            let sandbox = guard.as_ref().ok_or(SandboxError::NotFound)?;
-            let tree = sandbox.tree().map_err(SandboxError::File)?;
-            op(&tree).map_err(SandboxError::File)
+        self.blocking(owner, id, |sandbox| {
+            let tree = sandbox.tree()?;
+            Ok(op(&tree)?)
         })
         .await
-        .map_err(|e| SandboxError::Internal(format!("a file operation panicked: {e}")))?
     }
 
     /// A file's facts.
@@ -123,17 +134,12 @@ impl SandboxService {
         owner: &str,
         id: &SandboxId,
     ) -> Result<Vec<Listener>, SandboxError> {
-        let live = self.live(owner, id)?;
-        live.touch();
-        tokio::task::spawn_blocking(move || {
-            let guard = live.sandbox.blocking_read();
-            let sandbox = guard.as_ref().ok_or(SandboxError::NotFound)?;
+        self.blocking(owner, id, |sandbox| {
             sandbox
                 .listeners()
                 .map_err(|e| SandboxError::Internal(e.to_string()))
         })
         .await
-        .map_err(|e| SandboxError::Internal(format!("reading the listeners panicked: {e}")))?
     }
 
     /// Waits up to `timeout` for a listener on `port`; the listener, if one came.

@@ -3,6 +3,7 @@
 //! sandbox's limits cover all of them together). [`SandboxService`] owns them; what makes a
 //! sandbox is behind [`SandboxHost`] (the engine, or nothing for tests without root).
 
+mod exec;
 mod files;
 mod host;
 mod log_ring;

@@ -1,6 +1,6 @@
-//! The sandbox service: creation within the caps, commands run to completion (each in a group of
-//! its own, so its verdict and figures are its own), lifetime and idle reclaim, deletion that
-//! leaves nothing behind.
+//! The sandbox service: creation within the caps, lifetime and idle reclaim, deletion that leaves
+//! nothing behind. Commands (`exec.rs`), processes, files, ports and the runtime helpers are the
+//! service's methods in modules of their own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -8,18 +8,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use kiln_engine::runner::{default_env, run_checked};
-use kiln_engine::{
-    Accounting, EngineError, Limits, RunSpec, Sandbox, SandboxShape, StdinSource, Stream,
-};
+use kiln_engine::{Accounting, Limits, Sandbox, SandboxShape};
 use kiln_lang::Catalog;
 use tokio::sync::RwLock;
 
 use super::process::ProcessTable;
 use super::request::SandboxPlan;
 use super::{
-    ExecOutcome, ExecRequest, SandboxConfig, SandboxError, SandboxHost, SandboxId, SandboxInfo,
-    SandboxLimits, SandboxRequest,
+    SandboxConfig, SandboxError, SandboxHost, SandboxId, SandboxInfo, SandboxLimits, SandboxRequest,
 };
 use crate::admission::{AdmissionRules, FieldError};
 use crate::job::now_ms;
@@ -131,22 +127,6 @@ impl Drop for Making<'_> {
             if *n == 0 {
                 r.making.remove(&self.owner);
             }
-        }
-    }
-}
-
-/// Collects a command's stdout and stderr (the runner enforces the cap).
-#[derive(Default)]
-struct Collected {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
-
-impl kiln_engine::OutputSink for Collected {
-    fn output(&mut self, stream: Stream, chunk: &[u8]) {
-        match stream {
-            Stream::Stderr => self.stderr.extend_from_slice(chunk),
-            Stream::Stdout | Stream::Compile => self.stdout.extend_from_slice(chunk),
         }
     }
 }
@@ -410,34 +390,6 @@ impl SandboxService {
         Ok(())
     }
 
-    /// Runs a command in one of `owner`'s sandboxes to its end. It runs in a task of its own:
-    /// a caller that goes away does not leave it running past its timeout.
-    pub async fn exec(
-        &self,
-        owner: &str,
-        id: &SandboxId,
-        request: ExecRequest,
-    ) -> Result<ExecOutcome, SandboxError> {
-        let timeout = request.check(&self.cfg).map_err(SandboxError::Invalid)?;
-        let live = self.live(owner, id)?;
-        let limits = Limits {
-            wall_time: Some(timeout),
-            output_bytes: Some(self.cfg.exec_output_bytes),
-            ..self.total_limits(&live.limits)
-        };
-        live.running.fetch_add(1, Ordering::SeqCst);
-        live.touch();
-        let task_live = live.clone();
-        let task = tokio::spawn(async move {
-            let outcome = exec_in(&task_live, request, limits).await;
-            task_live.touch();
-            task_live.running.fetch_sub(1, Ordering::SeqCst);
-            outcome
-        });
-        task.await
-            .map_err(|e| SandboxError::Internal(format!("a command's task failed: {e}")))?
-    }
-
     /// Deletes the sandboxes past their lifetime or idle timeout; returns how many.
     pub async fn reclaim(&self) -> usize {
         let now = now_ms();
@@ -471,42 +423,6 @@ impl SandboxService {
     }
 }
 
-/// Runs one command in `live` with `limits`.
-async fn exec_in(
-    live: &Live,
-    request: ExecRequest,
-    limits: Limits,
-) -> Result<ExecOutcome, SandboxError> {
-    let guard = live.sandbox.read().await;
-    let sandbox = guard.as_ref().ok_or(SandboxError::NotFound)?;
-    let spec = RunSpec {
-        argv: request.argv,
-        env: environment(default_env(), &[&live.env, &request.env]),
-        cwd: request.cwd.unwrap_or_else(|| live.cwd.clone()),
-        limits,
-        stdin: StdinSource::Bytes(request.stdin),
-        tty: None,
-    };
-    let mut out = Collected::default();
-    let result = match run_checked(sandbox, spec, &mut out, None).await {
-        Ok(result) => result,
-        Err(EngineError::NotStarted(message)) => return Err(SandboxError::NotStarted(message)),
-        Err(e) => return Err(SandboxError::Internal(e.to_string())),
-    };
-    Ok(ExecOutcome {
-        status: result.status,
-        exit_code: result.exit_code,
-        signal: result.signal,
-        stdout: out.stdout,
-        stderr: out.stderr,
-        truncated: result.truncated,
-        cpu_ms: result.cpu_ms,
-        wall_ms: result.wall_ms,
-        memory_bytes: result.memory_bytes,
-        message: result.message,
-    })
-}
-
 /// Kills a sandbox's processes (so running commands end at once), waits for them to let go of
 /// it, and removes it.
 async fn destroy(live: &Live) {
@@ -537,6 +453,7 @@ async fn reclaim_loop(service: Weak<SandboxService>) {
 mod tests {
     use super::*;
     use crate::executor::NoSandboxes;
+    use crate::sandbox::ExecRequest;
 
     fn service(cfg: SandboxConfig) -> Arc<SandboxService> {
         SandboxService::start(

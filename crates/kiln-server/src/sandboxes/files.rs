@@ -2,13 +2,14 @@
 //! and base64), mkdir -p, rename and remove. A path is absolute inside the sandbox, or relative
 //! to `/workspace`; `..`, NUL and control characters are a 400 naming the parameter.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine as _;
 use futures_util::StreamExt;
+use kiln_core::sandbox::SandboxId;
 use kiln_engine::tree::{Entry, SandboxPath};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -314,16 +315,31 @@ pub async fn upload(
     let sid = parse_id(&id)?;
     let path = checked(&q.path, "path")?;
     let mode = mode(q.mode.as_deref())?;
+    let chunks = body
+        .into_data_stream()
+        .map(|chunk| chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string())));
+    write_file(&state, &caller, &id, sid, path, mode, chunks).await
+}
+
+/// Creates (or replaces) the file, writes `chunks` into it, and answers its facts.
+async fn write_file(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    sid: SandboxId,
+    path: SandboxPath,
+    mode: u32,
+    chunks: impl futures_util::Stream<Item = Result<Bytes, ApiError>>,
+) -> Result<Json<EntryWire>, ApiError> {
     let file = state
         .sandboxes
         .open_write(&caller.0, &sid, path.clone(), mode)
         .await
-        .map_err(|e| refused(e, Some(&id)))?;
+        .map_err(|e| refused(e, Some(id)))?;
     let mut file = tokio::fs::File::from_std(file);
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-        file.write_all(&chunk).await.map_err(write_failed)?;
+    let mut chunks = std::pin::pin!(chunks);
+    while let Some(chunk) = chunks.next().await {
+        file.write_all(&chunk?).await.map_err(write_failed)?;
     }
     file.flush().await.map_err(write_failed)?;
     drop(file);
@@ -331,7 +347,7 @@ pub async fn upload(
         .sandboxes
         .stat(&caller.0, &sid, path)
         .await
-        .map_err(|e| refused(e, Some(&id)))?;
+        .map_err(|e| refused(e, Some(id)))?;
     Ok(Json(entry(e)))
 }
 
@@ -369,21 +385,8 @@ pub async fn write(
             .decode(&body.content)
             .map_err(|e| ApiError::field("content", format!("is not valid base64: {e}")))?,
     };
-    let file = state
-        .sandboxes
-        .open_write(&caller.0, &sid, path.clone(), mode)
-        .await
-        .map_err(|e| refused(e, Some(&id)))?;
-    let mut file = tokio::fs::File::from_std(file);
-    file.write_all(&bytes).await.map_err(write_failed)?;
-    file.flush().await.map_err(write_failed)?;
-    drop(file);
-    let e = state
-        .sandboxes
-        .stat(&caller.0, &sid, path)
-        .await
-        .map_err(|e| refused(e, Some(&id)))?;
-    Ok(Json(entry(e)))
+    let chunks = futures_util::stream::iter([Ok(Bytes::from(bytes))]);
+    write_file(&state, &caller, &id, sid, path, mode, chunks).await
 }
 
 /// `POST /v1/sandboxes/{id}/files/mkdir`: `mkdir -p`.

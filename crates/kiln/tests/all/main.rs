@@ -14,6 +14,7 @@ mod sandbox_code;
 mod sandbox_files;
 mod sandbox_ports;
 mod sandbox_processes;
+mod sandbox_util;
 mod sandboxes;
 mod server;
 mod server_limits;

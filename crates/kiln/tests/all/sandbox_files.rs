@@ -4,34 +4,17 @@
 
 use std::process::Command;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::require_isolation;
+use crate::sandbox_util::{new_sandbox, sh};
 use crate::server::{api, Reply, Server, TOKEN};
 
 fn start_server() -> (Server, String) {
     let s = Server::start(&["--pool-size", "0"]);
-    let r = api(
-        &s,
-        "POST",
-        "/v1/sandboxes",
-        Some(json!({"timeoutSecs": 120})),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let id = r.json()["sandboxId"].as_str().unwrap().to_string();
+    let id = new_sandbox(&s);
     (s, id)
-}
-
-fn sh(s: &Server, id: &str, cmd: &str) -> Value {
-    let r = api(
-        s,
-        "POST",
-        &format!("/v1/sandboxes/{id}/exec"),
-        Some(json!({"cmd": cmd})),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()
 }
 
 fn enc(path: &str) -> String {

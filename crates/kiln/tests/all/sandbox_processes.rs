@@ -3,50 +3,17 @@
 //! that takes daemons along, and a terminal driven over its WebSocket by a real client.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::require_isolation;
+use crate::sandbox_util::{
+    new_sandbox as sandbox, start_process as spawn, wait_exited as wait, wait_for_output,
+};
 use crate::server::{api, Reply, Server, TOKEN};
 
 fn start_server() -> Server {
     Server::start(&["--pool-size", "0"])
-}
-
-fn sandbox(s: &Server) -> String {
-    let r = api(
-        s,
-        "POST",
-        "/v1/sandboxes",
-        Some(json!({"timeoutSecs": 120})),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    r.json()["sandboxId"].as_str().unwrap().to_string()
-}
-
-fn spawn(s: &Server, id: &str, body: Value) -> Value {
-    let r = api(
-        s,
-        "POST",
-        &format!("/v1/sandboxes/{id}/processes"),
-        Some(body),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    r.json()
-}
-
-fn wait(s: &Server, id: &str, pid: u64) -> Value {
-    let r = api(
-        s,
-        "GET",
-        &format!("/v1/sandboxes/{id}/processes/{pid}/wait?timeoutMs=20000"),
-        None,
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let p = r.json();
-    assert_eq!(p["state"], "exited", "{p}");
-    p
 }
 
 /// The events of an SSE body: (event, data as JSON).
@@ -234,24 +201,6 @@ fn stdin_is_written_then_closed_and_signals_reach_the_process() {
     assert_eq!(r.status, 400, "{}", r.body);
 }
 
-fn wait_for_output(s: &Server, id: &str, pid: u64, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let logs = api(
-            s,
-            "GET",
-            &format!("/v1/sandboxes/{id}/processes/{pid}/logs"),
-            None,
-        )
-        .json();
-        if logs["stdout"].as_str().unwrap_or("").contains(needle) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never printed {needle}: {logs}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The commands of the sandbox's processes, as one of its own commands sees them.
 fn sandbox_processes(s: &Server, id: &str) -> Vec<String> {
     let r = api(
@@ -339,6 +288,46 @@ fn a_terminal_runs_an_interactive_shell_over_its_websocket() {
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["exit"]["exitCode"], 5, "{seen}");
     assert!(seen["screen"].as_str().unwrap().contains("typed-42"));
+    // Resizing over HTTP reaches the terminal too.
+    let sized = spawn(
+        &s,
+        &id,
+        json!({"cmd": "read go; stty size", "tty": {"rows": 24, "cols": 80}}),
+    );
+    let sized = sized["processId"].as_u64().unwrap();
+    let r = api(
+        &s,
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes/{sized}/resize"),
+        Some(json!({"rows": 30, "cols": 100})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = api(
+        &s,
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes/{sized}/stdin"),
+        Some(json!({"data": "go\r"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait(&s, &id, sized);
+    let logs = api(
+        &s,
+        "GET",
+        &format!("/v1/sandboxes/{id}/processes/{sized}/logs"),
+        None,
+    )
+    .json();
+    assert!(
+        logs["stdout"].as_str().unwrap().contains("30 100"),
+        "{logs}"
+    );
+    let r = api(
+        &s,
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes/{sized}/resize"),
+        Some(json!({"rows": 0, "cols": 100})),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
     // A process without a terminal has none to attach to.
     let plain = spawn(&s, &id, json!({"cmd": "sleep 5"}));
     let r = api(

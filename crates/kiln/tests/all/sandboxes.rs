@@ -137,9 +137,55 @@ fn a_sandbox_lives_across_commands_and_leaves_nothing_when_deleted() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.json()["expiresAtMs"].as_i64().unwrap() > before + 400_000);
 
-    // Another token sees none of it.
+    // Another token sees none of it: not the sandbox, its processes, its files or its ports.
+    let bg = api(
+        &s,
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes"),
+        Some(json!({"cmd": "sleep 30"})),
+    );
+    assert_eq!(bg.status, 201, "{}", bg.body);
+    let bg = bg.json()["processId"].as_u64().unwrap();
     for (method, path, body) in [
         ("GET", format!("/v1/sandboxes/{id}"), None),
+        ("GET", format!("/v1/sandboxes/{id}/processes"), None),
+        (
+            "GET",
+            format!("/v1/sandboxes/{id}/processes/{bg}/logs"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/sandboxes/{id}/processes/{bg}/kill"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/sandboxes/{id}/processes/{bg}/stdin"),
+            Some(json!({"data": "x"})),
+        ),
+        (
+            "GET",
+            format!("/v1/sandboxes/{id}/files?path=/workspace"),
+            None,
+        ),
+        (
+            "GET",
+            format!("/v1/sandboxes/{id}/files/content?path=data/in.txt"),
+            None,
+        ),
+        (
+            "POST",
+            format!("/v1/sandboxes/{id}/files/write"),
+            Some(json!({"path": "x", "content": "x"})),
+        ),
+        ("GET", format!("/v1/sandboxes/{id}/ports"), None),
+        ("GET", format!("/v1/sandboxes/{id}/ports/8000/"), None),
+        (
+            "POST",
+            format!("/v1/sandboxes/{id}/code/run"),
+            Some(json!({"language": "python", "code": "1"})),
+        ),
         ("DELETE", format!("/v1/sandboxes/{id}"), None),
         (
             "POST",
@@ -160,7 +206,20 @@ fn a_sandbox_lives_across_commands_and_leaves_nothing_when_deleted() {
         json!([])
     );
 
-    // Deleting it takes its processes, its cgroups and its warden.
+    assert_eq!(
+        api(
+            &s,
+            "GET",
+            &format!("/v1/sandboxes/{id}/processes/{bg}"),
+            None
+        )
+        .json()["state"],
+        "running",
+        "another token's kill reached it"
+    );
+
+    // Deleting it takes its processes, its cgroups, its mounts and its warden.
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert_eq!(wardens(pid), 1);
     assert_eq!(sandbox_cgroups(pid), 1);
     let r = api(&s, "DELETE", &format!("/v1/sandboxes/{id}"), None);
@@ -175,6 +234,11 @@ fn a_sandbox_lives_across_commands_and_leaves_nothing_when_deleted() {
     );
     assert_eq!(wardens(pid), 0);
     assert_eq!(sandbox_cgroups(pid), 0);
+    // Its mounts lived in its own namespace and died with it; the host's are as they were.
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        host_mounts
+    );
 }
 
 #[test]
@@ -318,6 +382,23 @@ fn one_sandbox_sees_nothing_of_another() {
         "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' | grep -c 'slee[p] 3'; ls /workspace",
     );
     assert_eq!(r["stdout"], "1\nmine.txt\n", "{r}");
+    // Nor through the API: each sandbox's files and processes are its own.
+    let stat = api(
+        &s,
+        "GET",
+        &format!("/v1/sandboxes/{b}/files/stat?path=mine.txt"),
+        None,
+    );
+    assert_eq!(stat.status, 404, "{}", stat.body);
+    let procs = api(&s, "GET", &format!("/v1/sandboxes/{b}/processes"), None).json();
+    assert!(
+        procs["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["argv"].to_string().contains("cmdline")),
+        "{procs}"
+    );
     assert_eq!(long.join().unwrap().status, 200);
 }
 
