@@ -1,7 +1,8 @@
-//! Long-lived sandboxes over HTTP on loopback, against `kiln serve` (no pool: a sandbox is made
-//! when asked): `POST /v1/sandboxes` (then an untimed delete), `POST …/exec` of `true` in one
-//! sandbox next to a bare fork+exec of `true` in the same loop, and the host memory that idle
-//! sandboxes hold (MemTotal − MemAvailable, as the memory section reads it).
+//! Long-lived sandboxes over HTTP on loopback, against `kiln serve` with its default pool of
+//! long-lived sandboxes (2): `POST /v1/sandboxes` (then an untimed delete) paced so the pool has
+//! refilled, and back to back so it runs dry; `POST …/exec` of `true` in one sandbox next to a
+//! bare fork+exec of `true` in the same loop; and the host memory that idle sandboxes hold
+//! (MemTotal − MemAvailable, as the memory section reads it).
 
 use std::path::Path;
 use std::time::Instant;
@@ -18,7 +19,10 @@ use crate::stats::Samples;
 /// What the section measured.
 #[derive(Debug)]
 pub struct SandboxBench {
+    /// One creation every [`PACE`]: the pool has refilled each time.
     pub create: Samples,
+    /// Back to back: the pool is soon empty and creations build their sandbox.
+    pub create_burst: Samples,
     pub exec_true: Samples,
     pub bare_true: Samples,
     pub idle: usize,
@@ -28,6 +32,9 @@ pub struct SandboxBench {
 fn body(v: Value) -> Option<hyper::body::Bytes> {
     Some(hyper::body::Bytes::from(v.to_string()))
 }
+
+/// How far apart the paced creations are: time for the server's pool to refill.
+const PACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn create(conn: &mut Conn) -> Result<String> {
     let (status, v) = conn
@@ -69,11 +76,22 @@ async fn run(server: &mut Server, iterations: usize, idle: usize) -> Result<Sand
     let mut conn = Conn::new(server.addr, &server.token)?;
     conn.connect().await?;
     eprintln!("sandboxes: {iterations} creations, {iterations} exec round trips, {idle} idle");
-    let mut create_s = Samples::default();
+    let (mut create_s, mut burst_s) = (Samples::default(), Samples::default());
+    // The first creation starts the server's pool of sandboxes.
+    let first = create(&mut conn).await?;
+    delete(&mut conn, &first).await?;
     for _ in 0..iterations {
+        tokio::time::sleep(PACE).await;
         let t = Instant::now();
         let id = create(&mut conn).await?;
         create_s.push(t.elapsed());
+        delete(&mut conn, &id).await?;
+    }
+    tokio::time::sleep(PACE).await;
+    for _ in 0..iterations {
+        let t = Instant::now();
+        let id = create(&mut conn).await?;
+        burst_s.push(t.elapsed());
         delete(&mut conn, &id).await?;
     }
     let id = create(&mut conn).await?;
@@ -113,6 +131,7 @@ async fn run(server: &mut Server, iterations: usize, idle: usize) -> Result<Sand
     }
     Ok(SandboxBench {
         create: create_s,
+        create_burst: burst_s,
         exec_true: exec_s,
         bare_true: bare_s,
         idle,
@@ -128,7 +147,11 @@ impl SandboxBench {
             "SANDBOXES (HTTP on loopback)", "n", "median", "p99"
         );
         for (name, s) in [
-            ("POST /v1/sandboxes (create)", &self.create),
+            ("create, one every 100 ms (from the pool)", &self.create),
+            (
+                "create, back to back (the pool runs dry)",
+                &self.create_burst,
+            ),
             ("POST …/exec `true` (round trip)", &self.exec_true),
             ("bare fork+exec of `true`", &self.bare_true),
         ] {
@@ -164,6 +187,8 @@ impl SandboxBench {
         json!({
             "create": self.create.to_json(),
             "create_p99_ms": self.create.percentile_ms(99.0),
+            "create_burst": self.create_burst.to_json(),
+            "create_burst_p99_ms": self.create_burst.percentile_ms(99.0),
             "exec_true": self.exec_true.to_json(),
             "exec_true_p99_ms": self.exec_true.percentile_ms(99.0),
             "bare_true": self.bare_true.to_json(),

@@ -39,6 +39,10 @@ pub struct Gauges {
     pub pool_ready: usize,
     /// Open realtime connections.
     pub connections: usize,
+    /// Long-lived sandboxes alive.
+    pub sandboxes: usize,
+    /// Ready long-lived sandboxes in their pool.
+    pub sandbox_pool_ready: usize,
 }
 
 impl Metrics {
@@ -118,6 +122,12 @@ impl Metrics {
                 g.log_memory_bytes as usize,
             ),
             ("kiln_pool_ready", "Warm sandboxes ready.", g.pool_ready),
+            ("kiln_sandboxes", "Long-lived sandboxes alive.", g.sandboxes),
+            (
+                "kiln_sandbox_pool_ready",
+                "Ready long-lived sandboxes in their pool.",
+                g.sandbox_pool_ready,
+            ),
             (
                 "kiln_realtime_connections",
                 "Open Pusher-protocol connections.",

@@ -85,6 +85,12 @@ pub struct EngineConfig {
     pub pool_size: usize,
     /// The shape of pooled sandboxes: a request for this shape takes one.
     pub pool_shape: SandboxShape,
+    /// How many ready long-lived sandboxes ([`Engine::create`]) a second pool keeps once the
+    /// first is asked for (0: none). It starts on first use, so an engine that only runs jobs
+    /// never builds one.
+    pub environment_pool_size: usize,
+    /// Their shape: a creation of this shape without extra mounts takes one.
+    pub environment_pool_shape: SandboxShape,
 }
 
 impl EngineConfig {
@@ -97,6 +103,8 @@ impl EngineConfig {
             uid_lock_dir: PathBuf::from(kiln_jail::uids::DEFAULT_LOCK_DIR),
             pool_size: 0,
             pool_shape: SandboxShape::default(),
+            environment_pool_size: 0,
+            environment_pool_shape: SandboxShape::default(),
         }
     }
 }
@@ -153,6 +161,15 @@ pub struct Engine {
     shared: Arc<Shared>,
     pool: Option<Arc<Pool>>,
     pool_shape: SandboxShape,
+    environments: Arc<EnvironmentPool>,
+}
+
+/// The pool of long-lived sandboxes, started on first use.
+#[derive(Debug)]
+struct EnvironmentPool {
+    size: usize,
+    shape: SandboxShape,
+    pool: std::sync::OnceLock<Arc<Pool>>,
 }
 
 impl Engine {
@@ -175,6 +192,11 @@ impl Engine {
             shared,
             pool,
             pool_shape: cfg.pool_shape,
+            environments: Arc::new(EnvironmentPool {
+                size: cfg.environment_pool_size,
+                shape: cfg.environment_pool_shape,
+                pool: std::sync::OnceLock::new(),
+            }),
         })
     }
 
@@ -214,6 +236,11 @@ impl Engine {
     /// How many pooled sandboxes are ready now.
     pub fn pool_ready(&self) -> usize {
         self.pool.as_ref().map_or(0, |p| p.ready())
+    }
+
+    /// How many pooled long-lived sandboxes are ready now.
+    pub fn environments_ready(&self) -> usize {
+        self.environments.pool.get().map_or(0, |p| p.ready())
     }
 
     /// Waits until the pool holds `n` ready sandboxes (or has none configured).
@@ -263,6 +290,20 @@ impl Engine {
         total: &Limits,
         ro_binds: &[(PathBuf, PathBuf)],
     ) -> Result<Sandbox, EngineError> {
+        let envs = &self.environments;
+        if envs.size > 0 && ro_binds.is_empty() && *shape == envs.shape {
+            let pool = envs
+                .pool
+                .get_or_init(|| Pool::start(self.shared.clone(), envs.size, envs.shape.clone()));
+            if let Some(handle) = pool.take() {
+                handle
+                    .set_nice(0)
+                    .map_err(io_err("reset the warden's priority"))?;
+                let sandbox = Sandbox::from_handle(handle, Limits::default().cgroup())?;
+                sandbox.set_limits(total)?;
+                return Ok(sandbox);
+            }
+        }
         let shared = self.shared.clone();
         let shape = shape.clone();
         let cgroup = total.cgroup();

@@ -94,6 +94,9 @@ pub struct SandboxSettings {
     pub max_sandboxes: usize,
     /// Sandboxes one token may have alive at once.
     pub max_per_token: usize,
+    /// Ready sandboxes of the default shape kept once the first sandbox is made (0: none), so a
+    /// creation takes one instead of building it.
+    pub pool_size: usize,
     /// Memory of a sandbox that asks for none, MiB (its files count too).
     pub memory_mb: u64,
     /// Processes and threads of a sandbox that asks for none.
@@ -132,6 +135,7 @@ impl Default for SandboxSettings {
         Self {
             max_sandboxes: d.max_sandboxes,
             max_per_token: d.max_per_owner,
+            pool_size: 2,
             memory_mb: d.default_limits.memory_mb,
             pids: d.default_limits.pids,
             disk_mb: d.default_limits.disk_mb,

@@ -167,6 +167,8 @@ pub async fn serve(
     }
     let mut engine_cfg = engine_cfg;
     engine_cfg.pool_size = cfg.pool_size;
+    engine_cfg.environment_pool_size = cfg.sandboxes.pool_size;
+    engine_cfg.environment_pool_shape = SandboxService::pooled_shape(&cfg.sandboxes.service());
     let engine = Arc::new(Engine::new(engine_cfg)?);
     let sandboxes = SandboxService::start(
         cfg.sandboxes.service(),

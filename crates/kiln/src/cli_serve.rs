@@ -57,6 +57,9 @@ pub struct ServeArgs {
     /// Warm sandboxes kept ready [default: 4]
     #[arg(long, env = "KILN_POOL_SIZE")]
     pool_size: Option<usize>,
+    /// Ready long-lived sandboxes kept once the first is made (`[sandboxes] pool_size`) [default: 2]
+    #[arg(long, env = "KILN_SANDBOX_POOL_SIZE")]
+    sandbox_pool_size: Option<usize>,
     /// How long a job waits for its start, in ms [default: 30000]
     #[arg(long, env = "KILN_WARMUP_MS")]
     warmup_ms: Option<u64>,
@@ -105,6 +108,9 @@ fn load(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         warmup_ms,
         result_ttl_secs
     );
+    if let Some(n) = args.sandbox_pool_size {
+        cfg.sandboxes.pool_size = n;
+    }
     if let Some(m) = args.metrics_listen {
         cfg.metrics_listen = Some(m);
     }

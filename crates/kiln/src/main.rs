@@ -31,7 +31,7 @@ enum Command {
     /// List the languages this host can run.
     Languages(cli_languages::LanguagesArgs),
     /// Serve the HTTP API (jobs, live channels, sandboxes).
-    Serve(cli_serve::ServeArgs),
+    Serve(Box<cli_serve::ServeArgs>),
     /// Long-lived sandboxes of a running server: create, ls, exec, ps, logs, kill, cp, shell, rm.
     Sandbox(cli_sandbox::SandboxArgs),
     /// Check that this host can run sandboxes, and say how to fix what is missing.
@@ -77,7 +77,7 @@ fn main() {
             Command::Exec(args) => cli_exec::run(args).await,
             Command::Run(args) => cli_run::run(args).await,
             Command::Languages(args) => cli_languages::run(args),
-            Command::Serve(args) => cli_serve::run(args).await,
+            Command::Serve(args) => cli_serve::run(*args).await,
             Command::Sandbox(args) => cli_sandbox::run(args).await,
             Command::Doctor => doctor::run().await,
         }

@@ -19,6 +19,11 @@ pub trait SandboxHost: Send + Sync + std::fmt::Debug {
         total: &Limits,
         ro_binds: &[(PathBuf, PathBuf)],
     ) -> Result<Sandbox, EngineError>;
+
+    /// Ready sandboxes it keeps for creations (none unless it pools them).
+    fn pooled(&self) -> usize {
+        0
+    }
 }
 
 #[async_trait]
@@ -30,6 +35,10 @@ impl SandboxHost for Engine {
         ro_binds: &[(PathBuf, PathBuf)],
     ) -> Result<Sandbox, EngineError> {
         Engine::create(self, shape, total, ro_binds).await
+    }
+
+    fn pooled(&self) -> usize {
+        self.environments_ready()
     }
 }
 

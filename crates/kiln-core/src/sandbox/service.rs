@@ -29,6 +29,18 @@ const STACK_BYTES: u64 = 8 << 20;
 /// Size of a sandbox's `/tmp` (its memory limit bounds it too).
 const TMP_BYTES: u64 = 256 << 20;
 
+/// The shape of a sandbox whose `/workspace` holds `disk_mb`.
+fn shape(disk_mb: u64) -> SandboxShape {
+    SandboxShape {
+        tmp_bytes: TMP_BYTES,
+        workspace_bytes: disk_mb << 20,
+        // Long-lived environments run tools that watch files; see the README on inotify.
+        inotify: true,
+        accounting: Accounting::PerProcess,
+        ..SandboxShape::default()
+    }
+}
+
 /// A live sandbox.
 #[derive(Debug)]
 pub(super) struct Live {
@@ -169,9 +181,20 @@ impl SandboxService {
         service
     }
 
+    /// The shape of a sandbox that asks for the default disk: what an engine's pool of
+    /// long-lived sandboxes should hold for creation to take one.
+    pub fn pooled_shape(cfg: &SandboxConfig) -> SandboxShape {
+        shape(cfg.default_limits.disk_mb)
+    }
+
     /// The settings.
     pub fn config(&self) -> &SandboxConfig {
         &self.cfg
+    }
+
+    /// Ready sandboxes the host keeps for creations.
+    pub fn pooled(&self) -> usize {
+        self.host.pooled()
     }
 
     /// Sandboxes alive now.
@@ -221,14 +244,7 @@ impl SandboxService {
             .map_err(SandboxError::Invalid)?;
         let (language, version, binds) = self.language(&plan)?;
         let making = self.reserve(owner)?;
-        let shape = SandboxShape {
-            tmp_bytes: TMP_BYTES,
-            workspace_bytes: plan.limits.disk_mb << 20,
-            // Long-lived environments run tools that watch files; see the README on inotify.
-            inotify: true,
-            accounting: Accounting::PerProcess,
-            ..SandboxShape::default()
-        };
+        let shape = shape(plan.limits.disk_mb);
         let total = self.total_limits(&plan.limits);
         let sandbox = self
             .host

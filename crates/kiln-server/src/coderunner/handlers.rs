@@ -438,6 +438,8 @@ pub fn metrics_text(state: &AppState) -> Response {
     let text = state.service.render_metrics(kiln_core::metrics::Gauges {
         pool_ready: state.service.executor().pool_ready(),
         connections: state.realtime.connections(),
+        sandboxes: state.sandboxes.count(),
+        sandbox_pool_ready: state.sandboxes.pooled(),
         ..kiln_core::metrics::Gauges::default()
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

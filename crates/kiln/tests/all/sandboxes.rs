@@ -11,8 +11,16 @@ use crate::server::{api, curl, sandbox_cgroups, Reply, Server};
 
 const OTHER: &str = "other-token-456";
 
+/// A server without pools, so that every warden it has is a live sandbox's.
 fn start(extra: &[&str]) -> Server {
-    let mut args = vec!["--pool-size", "0", "--token", "other=other-token-456"];
+    let mut args = vec![
+        "--pool-size",
+        "0",
+        "--sandbox-pool-size",
+        "0",
+        "--token",
+        "other=other-token-456",
+    ];
     args.extend_from_slice(extra);
     Server::start(&args)
 }
@@ -462,4 +470,74 @@ fn two_hundred_sandboxes_at_once_each_run_a_command_then_all_go() {
     });
     assert_eq!(wardens(pid), 0);
     assert_eq!(sandbox_cgroups(pid), 0);
+}
+
+/// The server's gauge `name`.
+fn gauge(s: &Server, name: &str) -> u64 {
+    let text = api(s, "GET", "/metrics", None).body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[test]
+fn a_pooled_sandbox_gets_the_limits_it_asked_for_and_the_pool_refills() {
+    require_isolation!();
+    let s = Server::start(&["--pool-size", "0", "--sandbox-pool-size", "3"]);
+    // The pool starts with the first sandbox, which is built as asked.
+    let first = create(&s, json!({}))["sandboxId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let filled = |want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while gauge(&s, "kiln_sandbox_pool_ready") < want {
+            assert!(Instant::now() < deadline, "the pool never held {want}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    filled(3);
+    // With three ready and nobody else creating, this one is taken from the pool: it must get
+    // its own limits, not the pool's.
+    let id = create(&s, json!({"limits": {"memoryMb": 64, "pids": 40}}))["sandboxId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(gauge(&s, "kiln_sandboxes"), 2);
+    let hog = sh(
+        &s,
+        &id,
+        "python3 -c 'a = []\nwhile True: a.append(bytearray(1 << 20))'",
+    );
+    assert_eq!(hog["status"], "memory_limit", "{hog}");
+    // Stopped near its 64 MiB (its peak counts the interpreter's mapped files), far below the
+    // 512 MiB a sandbox gets by default.
+    assert!(hog["memoryBytes"].as_u64().unwrap() < 128 << 20, "{hog}");
+    let forks = sh(
+        &s,
+        &id,
+        "n=0; while [ $n -lt 60 ]; do sleep 5 & n=$((n+1)); done 2>/dev/null; jobs -p | wc -l",
+    );
+    let started: u64 = forks["stdout"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(started < 40, "60 sleeps under a 40-process limit: {forks}");
+    let df = sh(
+        &s,
+        &id,
+        "df -m /workspace | tail -1 | tr -s ' ' | cut -d' ' -f2",
+    );
+    assert_eq!(df["stdout"], "256\n", "{df}");
+    filled(3);
+    for id in [&first, &id] {
+        assert_eq!(
+            api(&s, "DELETE", &format!("/v1/sandboxes/{id}"), None).status,
+            200
+        );
+    }
+    assert_eq!(gauge(&s, "kiln_sandboxes"), 0);
 }
