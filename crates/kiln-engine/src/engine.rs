@@ -141,6 +141,7 @@ impl Shared {
                 tmp_bytes: shape.tmp_bytes,
                 workspace_bytes: shape.workspace_bytes,
                 ro_binds: ro_binds.to_vec(),
+                volumes: shape.volumes.iter().map(PathBuf::from).collect(),
                 network: shape.network != Network::None,
                 inotify: shape.inotify,
                 ptys_max: shape.ptys,
@@ -403,14 +404,16 @@ impl Sandbox {
     }
 
     /// Starts `argv` in the sandbox with piped stdio, or on a terminal of `tty`'s size when
-    /// `req.tty` is set. In a sandbox of [`Accounting::PerProcess`], the process gets a group of
-    /// its own with `limits`' memory, process and CPU caps, which it joins before anything else;
-    /// otherwise it runs in the sandbox's group.
+    /// `req.tty` is set; `channel`, when given, is the process's fd 3. In a sandbox of
+    /// [`Accounting::PerProcess`], the process gets a group of its own with `limits`' memory,
+    /// process and CPU caps, which it joins before anything else; otherwise it runs in the
+    /// sandbox's group.
     pub async fn spawn(
         &self,
         req: SpawnRequest,
         limits: &Limits,
         tty: Option<TtySize>,
+        channel: Option<OwnedFd>,
     ) -> Result<Process, EngineError> {
         let (group, procs) = match (self.accounting, self.cgroup()) {
             (Accounting::PerProcess, Some(cg)) => {
@@ -421,6 +424,7 @@ impl Sandbox {
         };
         let req = SpawnRequest {
             tty: tty.is_some(),
+            channel: channel.is_some(),
             ..req
         };
         let (child, host) = match tty {
@@ -443,11 +447,12 @@ impl Sandbox {
             }
         };
         let mut fds: Vec<_> = child.iter().map(AsFd::as_fd).collect();
+        fds.extend(channel.as_ref().map(AsFd::as_fd));
         fds.extend(procs.iter().map(AsFd::as_fd));
         let answer = self.control.request(&Request::Spawn(req), &fds).await;
         drop(fds);
         // The process holds its ends now; the host must not, or it never sees their end.
-        drop((child, procs));
+        drop((child, channel, procs));
         match answer? {
             Answer::Spawned { pid, exit } => {
                 Process::new(pid, host, exit, self.control.clone(), group)

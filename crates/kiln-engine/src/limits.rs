@@ -37,6 +37,10 @@ pub struct SandboxShape {
     /// How its processes are accounted: by the sandbox's group (one run at a time) or each in a
     /// group of its own.
     pub accounting: Accounting,
+    /// Writable directories outside `/workspace` and `/tmp`, each a tmpfs the size of the
+    /// workspace (a function call's mounts).
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 impl Default for SandboxShape {
@@ -48,6 +52,7 @@ impl Default for SandboxShape {
             inotify: false,
             ptys: DEFAULT_PTYS,
             accounting: Accounting::Sandbox,
+            volumes: Vec::new(),
         }
     }
 }

@@ -102,6 +102,9 @@ pub struct RunSpec {
     /// Run on a terminal of this size (stdin, stdout and stderr all the terminal; its output
     /// arrives as stdout) instead of pipes.
     pub tty: Option<TtySize>,
+    /// The program's fd 3: the sandbox's end of a harness's channel, whose other end the caller
+    /// keeps.
+    pub channel: Option<std::os::fd::OwnedFd>,
 }
 
 impl RunSpec {
@@ -114,6 +117,7 @@ impl RunSpec {
             limits,
             stdin: StdinSource::Closed,
             tty: None,
+            channel: None,
         }
     }
 }
@@ -264,9 +268,11 @@ async fn run_inner(
                 cwd: spec.cwd,
                 rlimits: limits.rlimits(),
                 tty: false,
+                channel: false,
             },
             &limits,
             spec.tty,
+            spec.channel,
         )
         .await?;
     sink.spawned(proc.pid());

@@ -193,14 +193,21 @@ impl ExecPlan {
 
     /// Runs in the forked child: joins the `cgroup.procs` files of `groups`, sets everything up
     /// and execs. Never returns. Async-signal-safe.
-    pub fn exec_child(&self, stdio: [RawFd; 3], groups: &[RawFd], err_pipe: RawFd) -> ! {
-        let Err((step, errno)) = self.setup_and_exec(stdio, groups);
+    pub fn exec_child(
+        &self,
+        stdio: [RawFd; 3],
+        channel: Option<RawFd>,
+        groups: &[RawFd],
+        err_pipe: RawFd,
+    ) -> ! {
+        let Err((step, errno)) = self.setup_and_exec(stdio, channel, groups);
         report_and_exit(err_pipe, step, errno)
     }
 
     fn setup_and_exec(
         &self,
         stdio: [RawFd; 3],
+        channel: Option<RawFd>,
         groups: &[RawFd],
     ) -> Result<std::convert::Infallible, (ExecStep, i32)> {
         // First, so that everything the process does is its own group's.
@@ -209,15 +216,24 @@ impl ExecPlan {
         }
         check(ExecStep::Signals, reset_signals())?;
         check(ExecStep::Session, sys(sys_setsid()))?;
+        // The channel may sit at a number stdio is about to take: lift it above them first.
+        let channel = match channel {
+            Some(fd) => Some(check(ExecStep::Stdio, sys_dup_above(fd, 10))?),
+            None => None,
+        };
         for (target, fd) in stdio.iter().enumerate() {
             check(ExecStep::Stdio, sys(sys_dup2(*fd, target as RawFd)))?;
+        }
+        if let Some(fd) = channel {
+            check(ExecStep::Stdio, sys(sys_dup2(fd, 3)))?;
         }
         if self.tty {
             // A new session has no controlling terminal: the one on stdin becomes it, so the
             // shell gets job control and ^C reaches its foreground group.
             check(ExecStep::ControllingTty, sys(sys_take_controlling_tty()))?;
         }
-        check(ExecStep::CloseFds, sys(sys_close_from(3)))?;
+        let first_closed = if channel.is_some() { 4 } else { 3 };
+        check(ExecStep::CloseFds, sys(sys_close_from(first_closed)))?;
         check(ExecStep::Chdir, sys(sys_chdir(&self.cwd)))?;
         for rl in &self.rlimits {
             check(ExecStep::Rlimits, sys(sys_setrlimit(rl.resource, rl.limit)))?;
@@ -244,7 +260,7 @@ impl ExecPlan {
     }
 }
 
-fn check(step: ExecStep, r: Result<(), i32>) -> Result<(), (ExecStep, i32)> {
+fn check<T>(step: ExecStep, r: Result<T, i32>) -> Result<T, (ExecStep, i32)> {
     r.map_err(|errno| (step, errno))
 }
 
@@ -326,6 +342,18 @@ fn sys_dup2(from: RawFd, to: RawFd) -> libc::c_long {
 
 /// Marks every fd from `first` up close-on-exec: the program gets only its stdio, while the error
 /// pipe and the Landlock ruleset stay usable until exec.
+/// A duplicate of `fd` at the lowest free number from `min` up, inherited across exec.
+fn sys_dup_above(fd: RawFd, min: RawFd) -> Result<RawFd, i32> {
+    // SAFETY: fcntl(F_DUPFD) takes and returns plain integers and is async-signal-safe; it
+    // touches no memory of this process.
+    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD, min) };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(r)
+    }
+}
+
 fn sys_close_from(first: u32) -> libc::c_long {
     // SAFETY: close_range with integer arguments only changes flags of this process's descriptors.
     unsafe {

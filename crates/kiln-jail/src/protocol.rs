@@ -56,6 +56,11 @@ pub struct WardenConfig {
     pub workspace_bytes: u64,
     /// Extra read-only bind mounts: (host path, path inside).
     pub ro_binds: Vec<(PathBuf, PathBuf)>,
+    /// Extra writable directories (absolute paths inside, outside the system directories), each
+    /// a tmpfs of `workspace_bytes` owned by the sandbox's user: where a function call's mounts
+    /// appear when they are not under `/workspace` or `/tmp`.
+    #[serde(default)]
+    pub volumes: Vec<PathBuf>,
     /// Whether the sandbox has a network (decides `resolv.conf` and the seccomp netlink rule).
     pub network: bool,
     /// Whether programs may use inotify (see [`crate::seccomp::SeccompOptions::inotify`]).
@@ -81,8 +86,8 @@ pub struct Rlimit {
     pub limit: u64,
 }
 
-/// Start a program inside the sandbox. Carries three fds, stdin, stdout and stderr, and then the
-/// `cgroup.procs` files of the group the process must join before anything else (opened by the
+/// Start a program inside the sandbox. Carries three fds, stdin, stdout and stderr, then (with
+/// `channel`) the socket that becomes the program's fd 3, and then the `cgroup.procs` files of the group the process must join before anything else (opened by the
 /// host, whose credentials the kernel checks the move against).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SpawnRequest {
@@ -97,6 +102,9 @@ pub struct SpawnRequest {
     /// stdin is a terminal that becomes the process's controlling terminal.
     #[serde(default)]
     pub tty: bool,
+    /// A fourth fd follows stdio: the program gets it as fd 3 (a harness's result channel).
+    #[serde(default)]
+    pub channel: bool,
 }
 
 /// What the engine asks of the warden.

@@ -219,6 +219,62 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), RootfsError> {
     )
 }
 
+/// The directories a volume may not be in or over: the system's and the sandbox's own.
+const RESERVED_TOPS: &[&str] = &[
+    "bin",
+    "dev",
+    "etc",
+    "lib",
+    "lib32",
+    "lib64",
+    "libx32",
+    "proc",
+    "sbin",
+    "sys",
+    "tmp",
+    "usr",
+    "workspace",
+];
+
+/// Where `volume` goes under `root`: an absolute path of plain names, not in a reserved top.
+fn volume_path(root: &Path, volume: &Path) -> Result<PathBuf, RootfsError> {
+    use std::path::Component;
+    let refused = || RootfsError {
+        step: "check volume path",
+        path: volume.to_path_buf(),
+        source: io::Error::from_raw_os_error(libc::EINVAL),
+    };
+    let mut names = Vec::new();
+    for (i, c) in volume.components().enumerate() {
+        match c {
+            Component::RootDir if i == 0 => {}
+            Component::Normal(name) => names.push(name),
+            _ => return Err(refused()),
+        }
+    }
+    let top = names.first().ok_or_else(refused)?;
+    if RESERVED_TOPS
+        .iter()
+        .any(|r| std::ffi::OsStr::new(r) == *top)
+    {
+        return Err(refused());
+    }
+    Ok(names.iter().fold(root.to_path_buf(), |p, n| p.join(n)))
+}
+
+/// Makes `path` and its missing parents under `root` (mode 0755).
+fn mkdir_all(root: &Path, path: &Path) -> Result<(), RootfsError> {
+    let mut missing: Vec<&Path> = path
+        .ancestors()
+        .take_while(|p| *p != root && !p.exists())
+        .collect();
+    missing.reverse();
+    for dir in missing {
+        mkdir(dir, 0o755)?;
+    }
+    Ok(())
+}
+
 fn write_file(path: &Path, text: &str) -> Result<(), RootfsError> {
     ctx("write", path, fs::write(path, text))
 }
@@ -315,6 +371,19 @@ pub fn build(cfg: &WardenConfig) -> Result<(), RootfsError> {
         ),
         libc::MS_NOSUID | libc::MS_NODEV,
     )?;
+
+    for volume in &cfg.volumes {
+        let inside = volume_path(root, volume)?;
+        mkdir_all(root, &inside)?;
+        tmpfs(
+            &inside,
+            &format!(
+                "mode=0755,{ids},size={},nr_inodes=65536",
+                cfg.workspace_bytes.max(4096)
+            ),
+            libc::MS_NOSUID | libc::MS_NODEV,
+        )?;
+    }
 
     for (fd, dst) in &extra {
         let inside = root.join(dst.strip_prefix("/").unwrap_or(dst));

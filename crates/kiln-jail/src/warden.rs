@@ -206,10 +206,14 @@ impl Warden {
     }
 
     fn spawn(&mut self, req: &SpawnRequest, fds: Vec<OwnedFd>) -> Reply {
-        if fds.len() < 3 {
+        let fixed = if req.channel { 4 } else { 3 };
+        if fds.len() < fixed {
             return fail(
                 "spawn",
-                format!("expected 3 stdio fds, got {}", fds.len()),
+                format!(
+                    "expected {fixed} fds (stdio and channel), got {}",
+                    fds.len()
+                ),
                 Some(libc::EINVAL),
             );
         }
@@ -229,7 +233,8 @@ impl Warden {
             Err(e) => return fail("pipe", e.to_string(), Some(e.raw_os_error())),
         };
         let stdio = [fds[0].as_raw_fd(), fds[1].as_raw_fd(), fds[2].as_raw_fd()];
-        let groups: Vec<RawFd> = fds[3..].iter().map(AsRawFd::as_raw_fd).collect();
+        let channel = req.channel.then(|| fds[3].as_raw_fd());
+        let groups: Vec<RawFd> = fds[fixed..].iter().map(AsRawFd::as_raw_fd).collect();
         // SAFETY: the warden is single-threaded, and the child runs only exec_child, which makes raw
         // syscalls and never returns.
         let pid = unsafe { libc::fork() };
@@ -239,7 +244,7 @@ impl Warden {
         }
         if pid == 0 {
             drop(err_read);
-            plan.exec_child(stdio, &groups, err_write.as_raw_fd());
+            plan.exec_child(stdio, channel, &groups, err_write.as_raw_fd());
         }
         drop(err_write);
         drop(fds);

@@ -71,6 +71,7 @@ async fn exec_in(
         limits,
         stdin: StdinSource::Bytes(request.stdin),
         tty: None,
+        channel: None,
     };
     let mut out = Collected::default();
     let result = match run_checked(sandbox, spec, &mut out, None).await {

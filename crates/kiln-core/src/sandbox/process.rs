@@ -359,6 +359,7 @@ impl SandboxService {
             },
             stdin: StdinSource::Live(stdin_rx),
             tty: request.tty,
+            channel: None,
         };
         let (started_tx, started_rx) = oneshot::channel();
         live.running.fetch_add(1, Ordering::SeqCst);
