@@ -7,6 +7,7 @@
 
 mod baseline;
 mod client;
+mod functions;
 mod http;
 mod http_throughput;
 mod kiln;
@@ -86,6 +87,7 @@ enum Section {
     Languages,
     Http,
     Sandboxes,
+    Functions,
 }
 
 #[tokio::main]
@@ -177,6 +179,10 @@ async fn main() -> Result<()> {
         true => Some(sandboxes::measure(&kiln_exe, http_iterations.max(20), args.sandboxes).await?),
         false => None,
     };
+    let functions = match run(Section::Functions) {
+        true => Some(functions::measure(&kiln_exe, http_iterations.max(20)).await?),
+        false => None,
+    };
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
 
     let results = report::Results {
@@ -208,10 +214,16 @@ async fn main() -> Result<()> {
     if let Some(s) = &sandboxes {
         s.print();
     }
+    if let Some(f) = &functions {
+        f.print();
+    }
     if let Some(path) = &args.json {
         let mut doc = results.to_json();
         if let Some(s) = &sandboxes {
             doc["sandboxes"] = s.to_json();
+        }
+        if let Some(f) = &functions {
+            doc["functions"] = f.to_json();
         }
         let text = serde_json::to_string_pretty(&doc)?;
         std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;

@@ -12,6 +12,7 @@ pub mod admission;
 pub mod control;
 pub mod event;
 pub mod executor;
+pub mod functions;
 pub mod job;
 pub mod log;
 pub mod metrics;

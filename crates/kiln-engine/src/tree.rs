@@ -390,6 +390,18 @@ impl Tree {
         Ok(std::fs::File::from(fd))
     }
 
+    /// Makes a symbolic link at `path` pointing at `target` (as written), creating its parents.
+    pub fn symlink(&self, path: &SandboxPath, target: &str) -> Result<Entry, TreeError> {
+        let (parent, _) = path
+            .split()
+            .ok_or_else(|| TreeError::Root(path.as_str().into()))?;
+        self.mkdir_all(&SandboxPath::parse(parent)?)?;
+        let (dir, name) = self.parent(path)?;
+        rustix::fs::symlinkat(target, &dir, name.as_str())
+            .map_err(fail("symlink", path.as_str()))?;
+        self.stat(path)
+    }
+
     /// Makes a directory and its missing parents (`mkdir -p`).
     pub fn mkdir_all(&self, path: &SandboxPath) -> Result<Entry, TreeError> {
         let mut dir = self.open_dir("/")?;

@@ -83,7 +83,7 @@ impl Warden {
             Ok(s) => s,
             Err(e) => return Err((control, fail("seccomp", e.to_string(), None))),
         };
-        let landlock = match PreparedLandlock::build(&fs_policy()) {
+        let landlock = match PreparedLandlock::build(&fs_policy(&cfg.volumes)) {
             Ok(l) => l,
             Err(e) => return Err((control, fail("landlock", e.to_string(), None))),
         };
@@ -393,13 +393,15 @@ fn loopback_up() -> std::io::Result<()> {
 }
 
 /// What Landlock lets sandboxed processes touch: read and execute anything the sandbox's root shows
-/// (it holds nothing else), write only their scratch space, devices and their own `/proc` entries.
-fn fs_policy() -> FsPolicy {
+/// (it holds nothing else), write only their scratch space (`/tmp`, `/workspace`, the volumes),
+/// devices and their own `/proc` entries.
+fn fs_policy(volumes: &[PathBuf]) -> FsPolicy {
     FsPolicy {
         read_exec: vec![PathBuf::from("/")],
         read_write: ["/tmp", "/workspace", "/proc", "/dev"]
             .into_iter()
             .map(PathBuf::from)
+            .chain(volumes.iter().cloned())
             .collect(),
     }
 }

@@ -29,6 +29,7 @@ async fn wrong_method(method: Method, uri: Uri) -> ApiError {
 pub fn router(state: AppState) -> Router {
     let (api, _) = crate::coderunner::routes()
         .merge(crate::sandboxes::routes())
+        .merge(crate::functions::routes())
         .split_for_parts();
     let realtime = state.realtime.router();
     api.route(

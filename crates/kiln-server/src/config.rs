@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kiln_core::admission::AdmissionRules;
 use kiln_core::control::StdinCaps;
+use kiln_core::functions::FunctionsConfig;
 use kiln_core::sandbox::{SandboxConfig, SandboxLimits};
 use kiln_core::{MaxLimits, ServiceConfig};
 use serde::Deserialize;
@@ -82,8 +83,91 @@ pub struct ServerConfig {
     pub pusher: PusherConfig,
     /// Long-lived sandboxes.
     pub sandboxes: SandboxSettings,
+    /// Function calls and codelets.
+    pub functions: FunctionSettings,
     /// How long a graceful shutdown waits for admitted jobs.
     pub drain_secs: u64,
+}
+
+/// Function calls and codelets (`/v1/functions/call`, `/v1/codelets/run`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct FunctionSettings {
+    /// Calls and codelets running at once; more wait their turn.
+    pub capacity: usize,
+    /// A call's timeout unless it asks for another, ms.
+    pub timeout_ms: u64,
+    /// The longest timeout a call may ask for, ms.
+    pub max_timeout_ms: u64,
+    /// A call's memory unless it asks for more, MiB.
+    pub memory_mb: u64,
+    /// The most memory a call may ask for, MiB.
+    pub max_memory_mb: u64,
+    /// The most bytes of stdout and of stderr a call's result keeps (each).
+    pub output_kept_bytes: usize,
+    /// The most bytes a call may print in all before it is stopped.
+    pub output_limit_bytes: u64,
+    /// The largest value a call may return, bytes.
+    pub max_result_bytes: usize,
+    /// The most virtual files per call.
+    pub max_files: usize,
+    /// The largest total of a call's virtual files, bytes.
+    pub max_files_bytes: usize,
+    /// Host directories under which HTTP calls may mount directories (none: no mounts).
+    pub mount_roots: Vec<std::path::PathBuf>,
+    /// The largest file a mount loads, bytes.
+    pub mount_max_file_bytes: u64,
+    /// The most bytes a mount loads in all.
+    pub mount_max_total_bytes: u64,
+    /// The most files a mount loads.
+    pub mount_max_files: usize,
+}
+
+impl Default for FunctionSettings {
+    fn default() -> Self {
+        let d = FunctionsConfig::default();
+        Self {
+            capacity: d.capacity,
+            timeout_ms: d.default_timeout_ms,
+            max_timeout_ms: d.max_timeout_ms,
+            memory_mb: d.default_memory_mb,
+            max_memory_mb: d.max_memory_mb,
+            output_kept_bytes: d.output_kept_bytes,
+            output_limit_bytes: d.output_limit_bytes,
+            max_result_bytes: d.max_result_bytes,
+            max_files: d.max_files,
+            max_files_bytes: d.max_files_bytes,
+            mount_roots: d.mount_roots,
+            mount_max_file_bytes: d.mount_limits.max_file_size,
+            mount_max_total_bytes: d.mount_limits.max_total_size,
+            mount_max_files: d.mount_limits.max_files,
+        }
+    }
+}
+
+impl FunctionSettings {
+    /// The function service's configuration.
+    pub fn service(&self) -> FunctionsConfig {
+        FunctionsConfig {
+            capacity: self.capacity,
+            default_timeout_ms: self.timeout_ms,
+            max_timeout_ms: self.max_timeout_ms,
+            default_memory_mb: self.memory_mb,
+            max_memory_mb: self.max_memory_mb,
+            output_kept_bytes: self.output_kept_bytes,
+            output_limit_bytes: self.output_limit_bytes,
+            max_result_bytes: self.max_result_bytes,
+            max_files: self.max_files,
+            max_files_bytes: self.max_files_bytes,
+            mount_roots: self.mount_roots.clone(),
+            mount_limits: kiln_workload::mount::MountLimits {
+                max_file_size: self.mount_max_file_bytes,
+                max_total_size: self.mount_max_total_bytes,
+                max_files: self.mount_max_files,
+            },
+            shape: Default::default(),
+        }
+    }
 }
 
 /// Long-lived sandboxes (`/v1/sandboxes`).
@@ -239,6 +323,7 @@ impl Default for ServerConfig {
             max_limits: MaxLimits::default(),
             pusher: PusherConfig::default(),
             sandboxes: SandboxSettings::default(),
+            functions: FunctionSettings::default(),
             drain_secs: 30,
         }
     }

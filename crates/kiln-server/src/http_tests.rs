@@ -52,6 +52,11 @@ async fn app(cfg: ServerConfig) -> App {
         catalog.clone(),
         Arc::new(NoSandboxes),
     );
+    let functions = Arc::new(kiln_core::functions::FunctionService::new(
+        Arc::new(NoSandboxes),
+        catalog.clone(),
+        cfg.functions.service(),
+    ));
     let service = JobService::start(
         cfg.service(),
         Arc::new(NoSandboxes),
@@ -78,6 +83,7 @@ async fn app(cfg: ServerConfig) -> App {
         cfg,
         service,
         sandboxes,
+        functions,
         realtime,
     };
     App {

@@ -26,7 +26,7 @@ impl Modify for BearerAuth {
 /// The document's frame: what no route carries.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Kiln", description = "Runs untrusted code: the code-runner job API with Kiln's extensions, and long-lived sandboxes."),
+    info(title = "Kiln", description = "Runs untrusted code: the code-runner job API with Kiln's extensions, long-lived sandboxes, and function calls and codelets."),
     components(schemas(JobState, ResultEvent, CompileResultWire, StageUsage)),
     modifiers(&BearerAuth)
 )]
@@ -37,6 +37,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::coderunner::routes())
         .merge(crate::sandboxes::routes())
+        .merge(crate::functions::routes())
         .split_for_parts();
     // The crate version would churn the snapshot on every release bump.
     doc.info.version = "1".into();

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_core::functions::FunctionService;
 use kiln_core::job::{expiry, now_ms};
 use kiln_core::log::{LocalEventLog, LocalLogConfig};
 use kiln_core::queue::FairQueue;
@@ -176,6 +177,11 @@ pub async fn serve(
         catalog.clone(),
         engine.clone(),
     );
+    let functions = Arc::new(FunctionService::new(
+        engine.clone(),
+        catalog.clone(),
+        cfg.functions.service(),
+    ));
     let service = JobService::start(
         cfg.service(),
         engine,
@@ -212,6 +218,7 @@ pub async fn serve(
         cfg: cfg.clone(),
         service: service.clone(),
         sandboxes: sandboxes.clone(),
+        functions,
         realtime,
         tokens: Arc::new(Tokens::new(cfg.tokens.iter())),
     };

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use kiln_core::functions::FunctionService;
 use kiln_core::sandbox::SandboxService;
 use kiln_core::JobService;
 use kiln_pusher::Realtime;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub service: Arc<JobService>,
     /// Sandboxes.
     pub sandboxes: Arc<SandboxService>,
+    /// Function calls and codelets.
+    pub functions: Arc<FunctionService>,
     /// The Pusher endpoint (signs channel auth).
     pub realtime: Realtime,
     /// The bearer tokens.

@@ -9,3 +9,5 @@ pub use program::{
     limit_overrides, run_limits, run_program, CompileResult, Program, ProgramError, ProgramResult,
     COMPILE_OUTPUT_KEPT,
 };
+pub mod function;
+pub mod mount;

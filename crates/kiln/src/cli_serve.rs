@@ -60,6 +60,14 @@ pub struct ServeArgs {
     /// Ready long-lived sandboxes kept once the first is made (`[sandboxes] pool_size`) [default: 2]
     #[arg(long, env = "KILN_SANDBOX_POOL_SIZE")]
     sandbox_pool_size: Option<usize>,
+    /// A host directory under which function calls may mount directories (`[functions]
+    /// mount_roots`; repeat, or comma-separate in KILN_FUNCTION_MOUNT_ROOTS) [default: none]
+    #[arg(
+        long = "function-mount-root",
+        env = "KILN_FUNCTION_MOUNT_ROOTS",
+        value_delimiter = ','
+    )]
+    function_mount_roots: Vec<PathBuf>,
     /// How long a job waits for its start, in ms [default: 30000]
     #[arg(long, env = "KILN_WARMUP_MS")]
     warmup_ms: Option<u64>,
@@ -110,6 +118,9 @@ fn load(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     );
     if let Some(n) = args.sandbox_pool_size {
         cfg.sandboxes.pool_size = n;
+    }
+    if !args.function_mount_roots.is_empty() {
+        cfg.functions.mount_roots = args.function_mount_roots.clone();
     }
     if let Some(m) = args.metrics_listen {
         cfg.metrics_listen = Some(m);

@@ -1,6 +1,7 @@
 //! The `kiln` binary: the command line (`exec`, `run`, `languages`, `serve`, `sandbox`, `doctor`) and, when started with the hidden warden
 //! argument, the warden that runs as PID 1 inside each sandbox.
 
+mod cli_call;
 mod cli_common;
 mod cli_exec;
 mod cli_http;
@@ -34,6 +35,11 @@ enum Command {
     Serve(Box<cli_serve::ServeArgs>),
     /// Long-lived sandboxes of a running server: create, ls, exec, ps, logs, kill, cp, shell, rm.
     Sandbox(cli_sandbox::SandboxArgs),
+    /// Call a function of a local file with JSON arguments, in a fresh sandbox, and print its
+    /// value.
+    Call(cli_call::CallArgs),
+    /// Run a JavaScript codelet's `main(input, {logger})` under the default-deny policy.
+    Codelet(cli_call::CodeletArgs),
     /// Check that this host can run sandboxes, and say how to fix what is missing.
     Doctor,
 }
@@ -79,6 +85,8 @@ fn main() {
             Command::Languages(args) => cli_languages::run(args),
             Command::Serve(args) => cli_serve::run(*args).await,
             Command::Sandbox(args) => cli_sandbox::run(args).await,
+            Command::Call(args) => cli_call::call(args).await,
+            Command::Codelet(args) => cli_call::codelet(args).await,
             Command::Doctor => doctor::run().await,
         }
     });

@@ -8,7 +8,7 @@ mod files;
 mod host;
 mod log_ring;
 mod process;
-mod request;
+pub(crate) mod request;
 mod runtime;
 mod service;
 

@@ -70,7 +70,8 @@ pub(crate) struct SandboxPlan {
     pub(crate) metadata: BTreeMap<String, String>,
 }
 
-fn bounded(
+/// `value` (or `default`), refused when 0 or over `max`.
+pub(crate) fn bounded(
     value: Option<u64>,
     default: u64,
     max: u64,

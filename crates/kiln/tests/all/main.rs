@@ -3,9 +3,12 @@
 
 mod cli;
 mod clients;
+mod codelets;
 mod common;
 mod escape;
 mod escape_shared;
+mod function_mounts;
+mod functions;
 mod instances;
 mod languages;
 mod lifecycle;
