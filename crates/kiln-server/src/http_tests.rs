@@ -23,14 +23,14 @@ use crate::auth::Tokens;
 use crate::config::ServerConfig;
 use crate::state::AppState;
 
-const TOKEN: &str = "t0ken";
+pub(crate) const TOKEN: &str = "t0ken";
 
-struct App {
+pub(crate) struct App {
     router: Router,
     _dir: tempfile::TempDir,
 }
 
-async fn app(cfg: ServerConfig) -> App {
+pub(crate) async fn app(cfg: ServerConfig) -> App {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = cfg;
     cfg.tokens.insert("ci".into(), TOKEN.into());
@@ -92,13 +92,13 @@ async fn app(cfg: ServerConfig) -> App {
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: axum::http::HeaderMap,
+    pub(crate) body: Value,
 }
 
-async fn call(app: &App, req: Request<Body>) -> Answer {
+pub(crate) async fn call(app: &App, req: Request<Body>) -> Answer {
     let resp = app.router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -116,7 +116,12 @@ async fn call(app: &App, req: Request<Body>) -> Answer {
     }
 }
 
-fn request(method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> Request<Body> {
+pub(crate) fn request(
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Request<Body> {
     let mut b = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -135,7 +140,7 @@ fn python(content: &str) -> Value {
 }
 
 /// Every error body has the one shape: an `error` string, and only the documented extras.
-fn assert_shape(a: &Answer) {
+pub(crate) fn assert_shape(a: &Answer) {
     let obj = a.body.as_object().unwrap_or_else(|| panic!("{}", a.body));
     assert!(obj["error"].is_string(), "{}", a.body);
     for key in obj.keys() {

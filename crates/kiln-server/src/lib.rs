@@ -22,3 +22,5 @@ pub mod state;
 
 #[cfg(test)]
 mod http_tests;
+#[cfg(test)]
+mod http_tests_functions;

@@ -294,3 +294,83 @@ fn a_manual_sync_applies_only_the_chosen_changes() {
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("mount"), "{}", r.body);
 }
+
+#[test]
+fn loading_modes_and_caps_decide_what_goes_in_and_over_size_files_are_reported() {
+    require_isolation!();
+    let m = mounted();
+    let data = m.root.path().join("data");
+    std::fs::create_dir_all(data.join("input")).unwrap();
+    std::fs::create_dir_all(data.join("other")).unwrap();
+    std::fs::write(data.join("input/a.txt"), "a").unwrap();
+    std::fs::write(data.join("other/b.txt"), "b").unwrap();
+    std::fs::write(data.join("notes.md"), "n").unwrap();
+    std::fs::write(data.join("big.bin"), vec![7u8; 4096]).unwrap();
+    let code = "import os\ndef tree(root):\n    out = []\n    for d, _, files in os.walk('/data'):\n        out += [os.path.join(d, f) for f in files]\n    return sorted(out)\n";
+    let loaded = |loading: Value| {
+        let mount = json!({"dirs": {"/data": data}, "loading": loading});
+        let got = python(&m.server, code, "tree", mount, json!(["/data/input"]));
+        assert_eq!(got["status"], "success", "{got}");
+        got
+    };
+    let eager = loaded(json!({"mode": "eager", "maxFileSize": 1024}));
+    assert_eq!(
+        eager["result"],
+        json!(["/data/input/a.txt", "/data/notes.md", "/data/other/b.txt"]),
+        "{eager}"
+    );
+    let skipped = &eager["files"]["skipped"][0];
+    assert_eq!(skipped["path"], "/data/big.bin", "{eager}");
+    assert_eq!(skipped["reason"], "too_large");
+    assert_eq!(skipped["size"], 4096);
+    let lazy = loaded(json!({"mode": "lazy"}));
+    assert_eq!(
+        lazy["result"],
+        json!(["/data/input/a.txt"]),
+        "only what the arguments name: {lazy}"
+    );
+    let explicit = loaded(json!({"mode": "explicit", "include": ["*.md", "other/**"]}));
+    assert_eq!(
+        explicit["result"],
+        json!(["/data/notes.md", "/data/other/b.txt"]),
+        "{explicit}"
+    );
+    let total = loaded(json!({"mode": "eager", "maxTotalSize": 4098}));
+    let reasons = total["files"]["skipped"].to_string();
+    assert!(reasons.contains("total_exceeded"), "{total}");
+}
+
+#[test]
+fn on_permission_denied_throw_fails_the_call_and_keeps_nothing() {
+    require_isolation!();
+    let m = mounted();
+    let data = m.root.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let code = "def work():\n    open('/data/ok.txt', 'w').write('ok')\n    open('/data/no.txt', 'w').write('no')\n    return 1\n";
+    let mount = |on_denied: &str| {
+        json!({
+            "dirs": {"/data": data},
+            "permissions": {"rules": [{"pattern": "ok.txt", "allow": ["create"]}]},
+            "onPermissionDenied": on_denied,
+        })
+    };
+    let got = python(&m.server, code, "work", mount("throw"), json!([]));
+    assert_eq!(got["status"], "error", "{got}");
+    assert_eq!(got["error"]["type"], "PermissionDenied");
+    assert!(
+        got["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/data/no.txt"),
+        "{got}"
+    );
+    assert!(!data.join("ok.txt").exists(), "a failed call syncs nothing");
+    let got = python(&m.server, code, "work", mount("ignore"), json!([]));
+    assert_eq!(got["status"], "success", "{got}");
+    assert_eq!(std::fs::read_to_string(data.join("ok.txt")).unwrap(), "ok");
+    assert!(!data.join("no.txt").exists());
+    assert!(
+        !got["files"]["created"].to_string().contains("no.txt"),
+        "ignored: {got}"
+    );
+}

@@ -7,6 +7,7 @@ mod codelets;
 mod common;
 mod escape;
 mod escape_shared;
+mod function_cli;
 mod function_mounts;
 mod functions;
 mod instances;
