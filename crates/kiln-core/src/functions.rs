@@ -172,6 +172,9 @@ pub struct FunctionService {
     slots: Semaphore,
 }
 
+/// The most directories one call may mount.
+pub const MAX_MOUNTS: usize = 8;
+
 /// The default codelet timeout (seed 004's), ms.
 pub const CODELET_DEFAULT_TIMEOUT_MS: u64 = 2000;
 
@@ -241,9 +244,27 @@ impl FunctionService {
             "limits.memoryMb",
             &mut errors,
         );
-        let plan = match &request.mount {
+        let plan = match request.mount.clone() {
+            Some(config) if config.dirs.len() > MAX_MOUNTS => {
+                errors.push(FieldError::new(
+                    "mount.dirs",
+                    format!("must hold at most {MAX_MOUNTS} directories"),
+                ));
+                None
+            }
             Some(config) => {
-                match mount::MountPlan::prepare(config, mount_roots, self.cfg.mount_limits) {
+                // It canonicalises and stats host paths: a slow disk must not stall the runtime.
+                let roots = mount_roots.map(<[PathBuf]>::to_vec);
+                let limits = self.cfg.mount_limits;
+                let prepared = tokio::task::spawn_blocking(move || {
+                    mount::MountPlan::prepare(&config, roots.as_deref(), limits)
+                })
+                .await
+                .map_err(|e| FunctionError::Sandbox {
+                    step: "check the mounts",
+                    message: e.to_string(),
+                })?;
+                match prepared {
                     Ok(plan) => Some(plan),
                     Err(e) => {
                         errors.push(FieldError::new(e.field(), e.to_string()));

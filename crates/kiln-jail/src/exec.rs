@@ -340,8 +340,6 @@ fn sys_dup2(from: RawFd, to: RawFd) -> libc::c_long {
     unsafe { libc::dup2(from, to) as libc::c_long }
 }
 
-/// Marks every fd from `first` up close-on-exec: the program gets only its stdio, while the error
-/// pipe and the Landlock ruleset stay usable until exec.
 /// A duplicate of `fd` at the lowest free number from `min` up, inherited across exec.
 fn sys_dup_above(fd: RawFd, min: RawFd) -> Result<RawFd, i32> {
     // SAFETY: fcntl(F_DUPFD) takes and returns plain integers and is async-signal-safe; it
@@ -354,6 +352,8 @@ fn sys_dup_above(fd: RawFd, min: RawFd) -> Result<RawFd, i32> {
     }
 }
 
+/// Marks every fd from `first` up close-on-exec: the program gets only its stdio (and its
+/// channel), while the error pipe and the Landlock ruleset stay usable until exec.
 fn sys_close_from(first: u32) -> libc::c_long {
     // SAFETY: close_range with integer arguments only changes flags of this process's descriptors.
     unsafe {

@@ -93,17 +93,16 @@ fn refusal(e: FunctionsError) -> anyhow::Error {
     }
 }
 
-fn service() -> anyhow::Result<FunctionService> {
+/// The service, and its engine: [`Engine::settle`] before exiting, so that no sandbox's removal
+/// is cut short.
+fn service() -> anyhow::Result<(FunctionService, Arc<Engine>)> {
     let exe = std::env::current_exe().context("locating the kiln binary")?;
     let mut cfg = EngineConfig::new(exe);
     cfg.pool_size = 0;
-    let engine = Engine::new(cfg).context("preparing the host (try `kiln doctor`)")?;
+    let engine = Arc::new(Engine::new(cfg).context("preparing the host (try `kiln doctor`)")?);
     let catalog = Arc::new(Catalog::embedded().context("the language catalog")?);
-    Ok(FunctionService::new(
-        Arc::new(engine),
-        catalog,
-        FunctionsConfig::default(),
-    ))
+    let service = FunctionService::new(engine.clone(), catalog, FunctionsConfig::default());
+    Ok((service, engine))
 }
 
 fn language_of(file: &Path) -> Option<&'static str> {
@@ -193,7 +192,10 @@ async fn call_inner(args: CallArgs) -> anyhow::Result<i32> {
         memory_mb: args.memory.map(|b| (b >> 20).max(1)),
         ..CallRequest::default()
     };
-    let report = service()?.call(request, None).await.map_err(refusal)?;
+    let (service, engine) = service()?;
+    let report = service.call(request, None).await;
+    engine.settle().await;
+    let report = report.map_err(refusal)?;
     let result = execution_result(report, ResultOptions::default());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
@@ -244,7 +246,10 @@ async fn codelet_inner(args: CodeletArgs) -> anyhow::Result<i32> {
         timeout_ms: args.timeout.map(|t| t.as_millis().max(1) as u64),
         memory_mb: None,
     };
-    let outcome = service()?.codelet(request).await.map_err(refusal)?;
+    let (service, engine) = service()?;
+    let outcome = service.codelet(request).await;
+    engine.settle().await;
+    let outcome = outcome.map_err(refusal)?;
     let result = codelet_result(outcome);
     let code = match result.error.as_ref().and_then(|e| e["code"].as_str()) {
         None => 0,

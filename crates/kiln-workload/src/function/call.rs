@@ -111,7 +111,7 @@ async fn call_in(
             let frame = json!({
                 "v": 1, "id": id, "type": "call", "file": h.user_path(),
                 "function": call.function, "args": call.args, "kwargs": call.kwargs,
-                "schema": call.schema,
+                "schema": call.schema, "maxResultBytes": call.max_result_bytes,
             });
             let extra = match language {
                 FunctionLanguage::Javascript => node_heap(&call.limits),
@@ -127,7 +127,17 @@ async fn call_in(
         }
     };
 
-    let staged = stage(sandbox, kit, &call).await?;
+    // A name the sandbox's tree refuses, files that clash or a full disk are the request's
+    // trouble: the call fails (and nothing is synced), Kiln does not.
+    let staged = match stage(sandbox, kit, &call).await {
+        Ok(staged) => staged,
+        Err(FunctionError::Sandbox { step, message }) => {
+            let mut outcome = refused(&call, "FileError", format!("{step}: {message}"), started);
+            outcome.signature_source = prepared.source;
+            return Ok(outcome);
+        }
+        Err(e) => return Err(e),
+    };
 
     let mut compiled = None;
     if let Some(argv) = &prepared.compile {
@@ -195,7 +205,7 @@ impl HarnessRun {
         kill: Option<tokio::sync::oneshot::Receiver<()>>,
     ) -> Result<(RunResult, Answers, Kept), FunctionError> {
         let (host, child) = protocol::channel()?;
-        let exchange = tokio::spawn({
+        let mut exchange = tokio::spawn({
             let frame = protocol::frame(&self.payload);
             let (id, max_frame, max_logs) = (self.id, self.max_frame, self.max_logs);
             async move { protocol::exchange(host, frame, &id, max_frame, max_logs).await }
@@ -203,18 +213,23 @@ impl HarnessRun {
         let mut spec = RunSpec::new(self.argv, self.limits);
         spec.cwd = self.cwd;
         spec.env = default_env();
-        spec.env.push("KILN_CALL_FD=3".into());
         spec.channel = Some(child);
         let mut out = Kept::new(self.output_kept);
         let run = runner::run(sandbox, spec, &mut out, kill).await;
         // Nothing the call started may keep the channel open, or write into the tree being read.
-        sandbox.kill_processes().await?;
-        let answers = match tokio::time::timeout(CHANNEL_GRACE, exchange).await {
+        if let Err(e) = sandbox.kill_processes().await {
+            exchange.abort();
+            return Err(e.into());
+        }
+        let answers = match tokio::time::timeout(CHANNEL_GRACE, &mut exchange).await {
             Ok(Ok(answers)) => answers,
-            _ => Answers {
-                corrupted: Some("the result channel stayed open after the call".into()),
-                ..Answers::default()
-            },
+            _ => {
+                exchange.abort();
+                Answers {
+                    corrupted: Some("the result channel stayed open after the call".into()),
+                    ..Answers::default()
+                }
+            }
         };
         Ok((run, answers, out))
     }
@@ -276,17 +291,22 @@ async fn settle_mounts(
         }
         OnPermissionDenied::Ignore => {
             for m in &mut outcome.changes.mounts {
-                let refused = |c: &FileChange| !c.permitted;
-                m.created.retain(|c| !refused(c));
-                m.modified.retain(|c| !refused(c));
-                m.deleted.retain(|c| !refused(c));
+                let permitted = |c: &FileChange| c.permitted;
+                m.created.retain(permitted);
+                m.modified.retain(permitted);
+                m.deleted.retain(permitted);
+                m.denied.clear();
             }
         }
         _ => {}
     }
     // A call that did not succeed may have stopped halfway: its changes are reported (and a
     // manual sync can still apply them), not synced.
-    if mounts.plan.sync.mode != SyncMode::Batch || outcome.status != CallStatus::Success {
+    // Nor is a tree that was not read back whole: what was not seen is not known to be gone.
+    if mounts.plan.sync.mode != SyncMode::Batch
+        || outcome.status != CallStatus::Success
+        || outcome.changes.truncated
+    {
         return Ok(None);
     }
     let targets: Vec<SyncTarget> = mounts

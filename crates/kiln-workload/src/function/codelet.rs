@@ -141,6 +141,7 @@ async fn run_in(
         "v": 1, "id": id, "type": "codelet", "file": CODELET.user_path(),
         "exportName": codelet.export_name, "input": codelet.input,
         "globals": codelet.globals, "timeoutMs": timeout_ms,
+        "maxResultBytes": codelet.max_result_bytes,
     });
     let limits = Limits {
         wall_time: Some(codelet.timeout + KILL_MARGIN),

@@ -84,13 +84,18 @@ pub async fn exchange(
         let mut answers = Answers::default();
         loop {
             let mut len = [0u8; 4];
-            match read.read_exact(&mut len).await {
+            // The end between frames is the clean end; inside a length it is not.
+            match read.read(&mut len[..1]).await {
+                Ok(0) => break,
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Err(e) => {
                     answers.corrupted = Some(format!("reading the channel failed: {e}"));
                     break;
                 }
+            }
+            if read.read_exact(&mut len[1..]).await.is_err() {
+                answers.corrupted = Some("the channel ended inside a frame".into());
+                break;
             }
             let len = u32::from_be_bytes(len) as usize;
             if len > max_frame {
@@ -185,5 +190,7 @@ mod tests {
         assert!(a.corrupted.expect("corrupted").contains("over the limit"));
         let a = answer(vec![frame(b"not json")]).await;
         assert!(a.corrupted.expect("corrupted").contains("not JSON"));
+        let a = answer(vec![b"\x00\x00".to_vec()]).await;
+        assert!(a.corrupted.expect("corrupted").contains("inside a frame"));
     }
 }

@@ -62,8 +62,11 @@ pub struct Staged {
     files: BTreeMap<String, String>,
 }
 
-/// How much of the tree is read back, in all (the tmpfs sizes bound it anyway).
-const READ_BACK_BYTES: u64 = 512 << 20;
+/// How deep the tree is read back (as deep as mounts are loaded).
+const MAX_DEPTH: u32 = 128;
+
+/// How much of the tree is read back, in all: past it the changes are `truncated`.
+const READ_BACK_BYTES: u64 = 128 << 20;
 
 /// Writes Kiln's `kit`, the virtual `files` under `workdir` and the mounts' entries. Blocking.
 pub fn stage(
@@ -160,7 +163,12 @@ fn collect_blocking(
     for m in mounts {
         let (seen, truncated) = read_back(&tree, &m.guest, &[DIR], &mut budget)?;
         changes.truncated |= truncated;
-        changes.mounts.push(mount::diff(m, &seen, permissions));
+        let mut found = mount::diff(m, &seen, permissions);
+        if truncated {
+            // What was not read back is not known to be gone.
+            found.deleted.clear();
+        }
+        changes.mounts.push(found);
     }
     Ok(changes)
 }
@@ -252,61 +260,91 @@ pub fn encode(content: &[u8]) -> (String, Option<&'static str>) {
     }
 }
 
-/// Everything under `root` but `skip`, with file contents, within `budget` bytes.
+/// Everything under `root` but `skip`, with file contents, within `budget` bytes. What cannot
+/// be read back (past the budget or the listing's caps, a name the tree refuses, a file its
+/// user may not read) is left out and makes the result `truncated`: nothing is then taken as
+/// deleted.
 fn read_back(
     tree: &Tree,
     root: &str,
     skip: &[&str],
     budget: &mut u64,
 ) -> Result<(Vec<Seen>, bool), FunctionError> {
-    let listing = tree
-        .list(&parse(root)?, MAX_LIST_DEPTH)
-        .map_err(sandbox_err("list the call's files"))?;
     let mut seen = Vec::new();
-    let mut truncated = listing.truncated;
-    for entry in listing.entries {
-        if skip.iter().any(|s| within(&entry.path, s)) {
+    let mut truncated = false;
+    let mut pending = vec![(root.to_string(), 0u32)];
+    while let Some((dir, depth)) = pending.pop() {
+        let Ok(at) = SandboxPath::parse(&dir) else {
+            truncated = true;
             continue;
-        }
-        let rel = entry
-            .path
-            .strip_prefix(root)
-            .unwrap_or(&entry.path)
-            .trim_start_matches('/')
-            .to_string();
-        let kind = match entry.kind {
-            EntryKind::Dir => SeenKind::Dir,
-            EntryKind::Symlink => SeenKind::Symlink {
-                target: entry.target.clone().unwrap_or_default(),
-            },
-            EntryKind::File => {
-                if entry.size > *budget {
-                    truncated = true;
-                    continue;
-                }
-                let (mut file, size) = tree
-                    .open_read(&parse(&entry.path)?)
-                    .map_err(sandbox_err("read a call's file"))?;
-                let mut content = Vec::with_capacity(size as usize);
-                file.by_ref()
-                    .take(*budget)
-                    .read_to_end(&mut content)
-                    .map_err(|e| FunctionError::Sandbox {
-                        step: "read a call's file",
-                        message: format!("{}: {e}", entry.path),
-                    })?;
-                *budget = budget.saturating_sub(content.len() as u64);
-                SeenKind::File {
-                    content,
-                    mode: entry.mode,
-                }
-            }
-            // Fifos and sockets a call leaves are neither its output nor syncable.
-            EntryKind::Other => continue,
         };
-        seen.push(Seen { rel, kind });
+        let listing = match tree.list(&at, MAX_LIST_DEPTH) {
+            Ok(l) => l,
+            // The root itself missing (a call that removed its mount) is all of it deleted.
+            Err(_) if dir == root => return Ok((seen, false)),
+            Err(_) => {
+                truncated = true;
+                continue;
+            }
+        };
+        truncated |= listing.truncated;
+        for entry in listing.entries {
+            if skip.iter().any(|s| within(&entry.path, s)) {
+                continue;
+            }
+            let rel = entry
+                .path
+                .strip_prefix(root)
+                .unwrap_or(&entry.path)
+                .trim_start_matches('/')
+                .to_string();
+            let below = entry.path[dir.len()..].matches('/').count() as u32;
+            let kind = match entry.kind {
+                EntryKind::Dir => {
+                    // The listing stops MAX_LIST_DEPTH levels down: go on from there, as deep
+                    // as a mount is loaded.
+                    if below == MAX_LIST_DEPTH {
+                        if depth + below < MAX_DEPTH {
+                            pending.push((entry.path.clone(), depth + below));
+                        } else {
+                            truncated = true;
+                        }
+                    }
+                    SeenKind::Dir
+                }
+                EntryKind::Symlink => SeenKind::Symlink {
+                    target: entry.target.clone().unwrap_or_default(),
+                },
+                EntryKind::File => match read_file(tree, &entry.path, entry.size, budget) {
+                    Some(content) => SeenKind::File {
+                        content,
+                        mode: entry.mode,
+                    },
+                    None => {
+                        truncated = true;
+                        continue;
+                    }
+                },
+                // Fifos and sockets a call leaves are neither its output nor syncable.
+                EntryKind::Other => continue,
+            };
+            seen.push(Seen { rel, kind });
+        }
     }
+    seen.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok((seen, truncated))
+}
+
+/// A file's contents, if it fits `budget` and can be read.
+fn read_file(tree: &Tree, path: &str, size: u64, budget: &mut u64) -> Option<Vec<u8>> {
+    if size > *budget {
+        return None;
+    }
+    let (file, size) = tree.open_read(&SandboxPath::parse(path).ok()?).ok()?;
+    let mut content = Vec::with_capacity(size as usize);
+    file.take(*budget).read_to_end(&mut content).ok()?;
+    *budget = budget.saturating_sub(content.len() as u64);
+    Some(content)
 }
 
 fn write(tree: &Tree, path: &str, content: &[u8], mode: u32) -> Result<(), FunctionError> {

@@ -10,7 +10,9 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::rules::{covering_set, Permissions, PermissionsConfig};
-use super::{rel_in_mount, unclean_abs, MountError, MountLimits, SyncRoot, RESERVED_GUEST};
+use super::{
+    rel_in_mount, unclean_abs, MountError, MountLimits, SyncRoot, RESERVED_EXACT, RESERVED_GUEST,
+};
 
 /// A call's `mount` field.
 ///
@@ -294,6 +296,12 @@ fn check_guest(field: &str, guest: &str) -> Result<(), MountError> {
     }
     if guest == "/" {
         return Err(MountError::invalid(field, "cannot mount over `/`"));
+    }
+    if RESERVED_EXACT.contains(&guest) {
+        return Err(MountError::invalid(
+            field,
+            format!("cannot mount at {guest} itself (a directory under it is fine)"),
+        ));
     }
     if let Some(r) = RESERVED_GUEST
         .iter()

@@ -25,12 +25,16 @@ fn dot(rel: &str) -> &str {
     }
 }
 
-/// Opens a mount's canonical root directory.
+/// Opens a mount's canonical root directory. No component may be a symlink: the path was
+/// checked against the allowed roots as it was canonicalised, and a directory swapped for a link
+/// since (which could lead anywhere) fails the open instead of being followed.
 pub(crate) fn open_root(host: &Path) -> io::Result<OwnedFd> {
-    Ok(rfs::open(
+    Ok(rfs::openat2(
+        rfs::CWD,
         host,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )?)
 }
 

@@ -60,7 +60,24 @@ pub const DEFAULT_MAX_FILES: usize = 10_000;
 
 /// Guest paths a mount may not cover, nor sit below: the sandbox's own system trees, and the
 /// directory where the harness keeps the user's code.
-const RESERVED_GUEST: &[&str] = &["/proc", "/dev", "/sys", "/usr", "/etc", "/tmp/.kiln"];
+const RESERVED_GUEST: &[&str] = &[
+    "/proc",
+    "/dev",
+    "/sys",
+    "/usr",
+    "/etc",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/tmp/.kiln",
+];
+
+/// Guest paths a mount may not be exactly (below them is fine): the sandbox's scratch trees
+/// hold Kiln's own files.
+const RESERVED_EXACT: &[&str] = &["/tmp"];
 
 /// The operator's caps on loading. A request's `loading.maxFileSize`, `maxTotalSize` and
 /// `maxFiles` may only lower them. Directories do not count towards `max_files`.

@@ -404,14 +404,16 @@ fn dir_error(done: &str, e: Errno) -> String {
     }
 }
 
-/// The target of a created or modified link, which must stay inside the mount lexically.
+/// The target of a created or modified link, which must be relative and never climb (`..`).
 fn link_target<'c>(c: &'c FileChange, parent: &str) -> Result<&'c str, String> {
     let target = c
         .content
         .as_deref()
         .and_then(|t| std::str::from_utf8(t).ok())
         .ok_or("the link's target is missing or not valid UTF-8")?;
-    if link_target_rel(parent, target).is_none() {
+    // Without `..` a target can only descend from the link's directory, however links chain;
+    // with it, a chain of links that each look inside can climb out.
+    if target.split('/').any(|c| c == "..") || link_target_rel(parent, target).is_none() {
         return Err(format!(
             "symlink_escape: the link's target `{target}` leads out of the mount"
         ));

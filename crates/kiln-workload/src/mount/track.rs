@@ -231,7 +231,8 @@ pub fn diff(loaded: &LoadedMount, seen: &[Seen], perms: &Permissions) -> MountCh
     for (&rel, &kind) in &now {
         let (kind, content, mode) = match kind {
             SeenKind::File { content, mode } => {
-                (EntryKind::File, Some(content.clone()), Some(mode & 0o777))
+                // Nobody but the host directory's owner may write what a sandbox leaves there.
+                (EntryKind::File, Some(content.clone()), Some(mode & 0o755))
             }
             SeenKind::Dir => (EntryKind::Dir, None, None),
             SeenKind::Symlink { target } => {

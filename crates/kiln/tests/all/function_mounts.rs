@@ -374,3 +374,40 @@ fn on_permission_denied_throw_fails_the_call_and_keeps_nothing() {
         "ignored: {got}"
     );
 }
+
+#[test]
+fn what_the_read_back_cannot_see_is_never_taken_as_deleted() {
+    require_isolation!();
+    let m = mounted();
+    let data = m.root.path().join("data");
+    let deep: std::path::PathBuf = (0..20).map(|i| format!("d{i}")).collect();
+    std::fs::create_dir_all(data.join(&deep)).unwrap();
+    std::fs::write(data.join(&deep).join("deep.txt"), "deep").unwrap();
+    std::fs::write(data.join("top.txt"), "top").unwrap();
+    let mount = json!({
+        "dirs": {"/data": data},
+        "permissions": {"default": {"create": true, "modify": true, "delete": true}},
+    });
+    // Twenty levels down is read back like the rest: nothing changed, nothing deleted.
+    let got = python(
+        &m.server,
+        "def f():\n    return 1\n",
+        "f",
+        mount.clone(),
+        json!([]),
+    );
+    assert_eq!(got["status"], "success", "{got}");
+    assert_eq!(got["files"]["deleted"], json!([]), "{got}");
+    assert!(data.join(&deep).join("deep.txt").exists());
+    // Files the tree cannot read back (no permission, a name it refuses) leave the result
+    // truncated, not a 5xx, and nothing is synced from it.
+    let code = "import os\ndef f():\n    open('/data/locked', 'w').write('x')\n    os.chmod('/data/locked', 0)\n    open('/data/bad\\nname', 'w').write('x')\n    os.remove('/data/top.txt')\n    return 2\n";
+    let got = python(&m.server, code, "f", mount, json!([]));
+    assert_eq!(got["status"], "success", "{got}");
+    assert_eq!(got["files"]["truncated"], true, "{got}");
+    assert!(got["files"]["sync"].is_null(), "{got}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("top.txt")).unwrap(),
+        "top"
+    );
+}
