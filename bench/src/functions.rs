@@ -1,7 +1,8 @@
 //! Function calls: a trivial python and a trivial JavaScript function called over HTTP
 //! (`POST /v1/functions/call` on loopback, against `kiln serve` with its warm pool) and through
 //! the CLI path (`kiln call`, a process per call that builds its own engine), next to bare
-//! `python3 -c` and `node -e` of the same function in the same loop.
+//! `python3 -c` and `node -e` of the same function in the same loop (the interpreters the
+//! sandbox runs, `/usr/bin`'s, not a version manager's shims earlier in `PATH`).
 
 use std::path::Path;
 use std::process::Command;
@@ -45,7 +46,7 @@ const CASES: [Case; 2] = [
         code: "def add(a, b):\n    return a + b\n",
         file: "add.py",
         bare: [
-            "python3",
+            "/usr/bin/python3",
             "-c",
             "import json\ndef add(a, b):\n    return a + b\nprint(json.dumps(add(2, 3)))",
         ],
@@ -56,7 +57,7 @@ const CASES: [Case; 2] = [
         code: "function add(a, b) { return a + b; }\n",
         file: "add.js",
         bare: [
-            "node",
+            "/usr/bin/node",
             "-e",
             "function add(a, b) { return a + b; }\nconsole.log(JSON.stringify(add(2, 3)))",
         ],

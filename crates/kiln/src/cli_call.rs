@@ -14,6 +14,7 @@ use kiln_core::functions::{
 };
 use kiln_engine::{Engine, EngineConfig};
 use kiln_lang::Catalog;
+use kiln_workload::function::FunctionLanguage;
 use kiln_server::functions::wire::{codelet_result, execution_result, ResultOptions};
 use kiln_workload::mount::{MountConfig, PermissionsConfig};
 use serde_json::{Map, Value};
@@ -95,12 +96,22 @@ fn refusal(e: FunctionsError) -> anyhow::Error {
 
 /// The service, and its engine: [`Engine::settle`] before exiting, so that no sandbox's removal
 /// is cut short.
-fn service() -> anyhow::Result<(FunctionService, Arc<Engine>)> {
+fn service(language: &str) -> anyhow::Result<(FunctionService, Arc<Engine>)> {
     let exe = std::env::current_exe().context("locating the kiln binary")?;
     let mut cfg = EngineConfig::new(exe);
     cfg.pool_size = 0;
     let engine = Arc::new(Engine::new(cfg).context("preparing the host (try `kiln doctor`)")?);
-    let catalog = Arc::new(Catalog::embedded().context("the language catalog")?);
+    // Only the toolchain the call needs is detected: the others' version commands would cost
+    // more than the call.
+    let wanted = FunctionLanguage::parse(language).map(FunctionLanguage::catalog_name);
+    let languages = Catalog::embedded()
+        .context("the language catalog")?
+        .all()
+        .iter()
+        .filter(|l| Some(l.name.as_str()) == wanted)
+        .cloned()
+        .collect();
+    let catalog = Arc::new(Catalog::new(languages));
     let service = FunctionService::new(engine.clone(), catalog, FunctionsConfig::default());
     Ok((service, engine))
 }
@@ -192,7 +203,7 @@ async fn call_inner(args: CallArgs) -> anyhow::Result<i32> {
         memory_mb: args.memory.map(|b| (b >> 20).max(1)),
         ..CallRequest::default()
     };
-    let (service, engine) = service()?;
+    let (service, engine) = service(&request.language)?;
     let report = service.call(request, None).await;
     engine.settle().await;
     let report = report.map_err(refusal)?;
@@ -246,7 +257,7 @@ async fn codelet_inner(args: CodeletArgs) -> anyhow::Result<i32> {
         timeout_ms: args.timeout.map(|t| t.as_millis().max(1) as u64),
         memory_mb: None,
     };
-    let (service, engine) = service()?;
+    let (service, engine) = service("javascript")?;
     let outcome = service.codelet(request).await;
     engine.settle().await;
     let outcome = outcome.map_err(refusal)?;

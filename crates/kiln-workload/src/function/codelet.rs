@@ -218,7 +218,10 @@ fn judge(run: &RunResult, answers: Answers, stderr: &str, timeout_ms: u64) -> Co
     } else if matches!(
         run.status,
         Status::WallTimeLimit | Status::TimeLimit | Status::IdleTimeLimit
-    ) {
+    ) || run.wall_ms >= timeout_ms
+    {
+        // A harness stopped by its own timeout before it could say so ran out of time all
+        // the same.
         failed(
             CodeletErrorCode::Timeout,
             format!("the codelet did not finish within {timeout_ms} ms"),

@@ -121,8 +121,13 @@ pub async fn exchange(
 }
 
 fn take(answers: &mut Answers, payload: &[u8], id: &str, max_logs: usize) -> Result<(), String> {
-    let value: Value =
-        serde_json::from_slice(payload).map_err(|e| format!("a frame is not JSON: {e}"))?;
+    let value: Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        // JavaScript's JSON escapes a lone surrogate as `\udXXX`, which is no Unicode text: it
+        // is read as U+FFFD rather than losing the frame.
+        Err(e) => serde_json::from_slice(&without_lone_surrogates(payload))
+            .map_err(|_| format!("a frame is not JSON: {e}"))?,
+    };
     match value.get("type").and_then(Value::as_str) {
         Some("log") => {
             if answers.logs.len() < max_logs {
@@ -142,6 +147,45 @@ fn take(answers: &mut Answers, payload: &[u8], id: &str, max_logs: usize) -> Res
         }
         other => Err(format!("a frame of unknown type {other:?}")),
     }
+}
+
+/// `payload` with every `\u` escape of a surrogate that is not half of a pair replaced by
+/// `\ufffd` (an escaped backslash is skipped, so the text `\\ud800` stays as it is).
+fn without_lone_surrogates(payload: &[u8]) -> Vec<u8> {
+    let escape = |at: usize| -> Option<u16> {
+        let hex = payload.get(at + 2..at + 6)?;
+        if payload.get(at..at + 2)? != b"\\u" {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let mut out = Vec::with_capacity(payload.len());
+    let mut i = 0;
+    while i < payload.len() {
+        if payload[i] != b'\\' {
+            out.push(payload[i]);
+            i += 1;
+            continue;
+        }
+        match escape(i) {
+            Some(0xD800..=0xDBFF)
+                if escape(i + 6).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low)) =>
+            {
+                out.extend_from_slice(&payload[i..i + 12]);
+                i += 12;
+            }
+            Some(0xD800..=0xDFFF) => {
+                out.extend_from_slice(b"\\ufffd");
+                i += 6;
+            }
+            _ => {
+                let end = (i + 2).min(payload.len());
+                out.extend_from_slice(&payload[i..end]);
+                i = end;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -190,6 +234,10 @@ mod tests {
         assert!(a.corrupted.expect("corrupted").contains("over the limit"));
         let a = answer(vec![frame(b"not json")]).await;
         assert!(a.corrupted.expect("corrupted").contains("not JSON"));
+        let lone = frame(br#"{"type":"result","id":"abc","success":true,"result":"a\ud800b\\ud800\ud83d\ude00"}"#);
+        let a = answer(vec![lone]).await;
+        assert!(a.corrupted.is_none(), "{:?}", a.corrupted);
+        assert_eq!(a.result.expect("result")["result"], "a\u{fffd}b\\ud800\u{1f600}");
         let a = answer(vec![b"\x00\x00".to_vec()]).await;
         assert!(a.corrupted.expect("corrupted").contains("inside a frame"));
     }
