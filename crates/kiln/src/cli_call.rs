@@ -14,8 +14,8 @@ use kiln_core::functions::{
 };
 use kiln_engine::{Engine, EngineConfig};
 use kiln_lang::Catalog;
-use kiln_workload::function::FunctionLanguage;
 use kiln_server::functions::wire::{codelet_result, execution_result, ResultOptions};
+use kiln_workload::function::FunctionLanguage;
 use kiln_workload::mount::{MountConfig, PermissionsConfig};
 use serde_json::{Map, Value};
 
