@@ -43,6 +43,9 @@ final class Unserializable extends \Exception
 final class H
 {
     private const MAX_DEPTH = 512;
+    /** Bytes of an error's message, and of its stack. */
+    private const MAX_TEXT = 65536;
+    private const TRUNCATED = " \u{2026} [truncated]";
     private const FATAL = E_ERROR | E_PARSE | E_CORE_ERROR | E_COMPILE_ERROR | E_USER_ERROR | E_RECOVERABLE_ERROR;
 
     /** @var resource */
@@ -58,6 +61,8 @@ final class H
     private static string $derivedFile = '';
     /** Where the signature of the call being answered came from, once it is bound. */
     private static ?string $source = null;
+    /** The line of this file that calls the user's function (see answer()). */
+    private static int $callLine = 0;
 
     // --------------------------------------------------------------------------------------------
     // Start and the channel
@@ -88,7 +93,13 @@ final class H
         if ($no === E_USER_ERROR) {
             return false; // fatal: PHP reports it and ends, and the shutdown function answers the call
         }
-        fwrite(\STDERR, 'PHP ' . $label . ': ' . self::mapPaths($message) . ' in ' . self::mapPaths($file) . ' on line ' . $line . "\n");
+        // The code may have closed STDERR: the message is dropped then, nothing is thrown.
+        try {
+            if (is_resource(\STDERR)) {
+                @fwrite(\STDERR, 'PHP ' . $label . ': ' . self::mapPaths($message) . ' in ' . self::mapPaths($file) . ' on line ' . $line . "\n");
+            }
+        } catch (\Throwable $e) {
+        }
         return true;
     }
 
@@ -138,7 +149,12 @@ final class H
 
     private static function protocolFail(string $why): void
     {
-        fwrite(\STDERR, "kiln harness: $why\n");
+        try {
+            if (is_resource(\STDERR)) {
+                @fwrite(\STDERR, "kiln harness: $why\n");
+            }
+        } catch (\Throwable $e) {
+        }
         self::$frame = null;
         exit(2);
     }
@@ -181,42 +197,127 @@ final class H
         return $frame;
     }
 
-    private static function writeFrame(array $reply): void
+    /** The result frame, built only of what the harness holds. */
+    private static function resultFrame($id, bool $success, $payload, string $source): array
     {
-        $flags = JSON_UNESCAPED_UNICODE | JSON_UNESCAPED_SLASHES | JSON_PRESERVE_ZERO_FRACTION;
-        $body = json_encode($reply, $flags, 100000);
-        if ($body === false) {
-            $body = json_encode([
-                'v' => 1, 'id' => $reply['id'] ?? null, 'type' => 'result', 'success' => false,
-                'error' => ['message' => 'the result frame could not be written: ' . json_last_error_msg(), 'type' => 'SerializationError', 'stack' => ''],
-                'signatureSource' => $reply['signatureSource'] ?? 'convention',
-            ], $flags | JSON_INVALID_UTF8_SUBSTITUTE);
+        $frame = ['v' => 1, 'id' => $id, 'type' => 'result', 'success' => $success];
+        if ($success) {
+            $frame['result'] = $payload;
+        } else {
+            $frame['error'] = [
+                'message' => self::truncate((string) ($payload['message'] ?? '')),
+                'type' => (string) ($payload['type'] ?? 'InternalError'),
+                'stack' => self::truncate((string) ($payload['stack'] ?? '')),
+            ];
         }
-        self::flushOutput();
-        $data = pack('N', strlen($body)) . $body;
-        $off = 0;
-        $len = strlen($data);
-        while ($off < $len) {
-            $w = fwrite(self::$chan, $off === 0 ? $data : substr($data, $off));
-            if ($w === false || $w === 0) {
-                self::$frame = null;
-                self::protocolFail('the call channel failed while writing');
-            }
-            $off += $w;
-        }
-        fflush(self::$chan);
+        $frame['signatureSource'] = $source;
+        return $frame;
     }
 
+    /** $text cut to $max bytes (at a UTF-8 character), marked when it was cut. */
+    private static function truncate(string $text, int $max = self::MAX_TEXT): string
+    {
+        if (strlen($text) <= $max) {
+            return $text;
+        }
+        $cut = substr($text, 0, max(0, $max - strlen(self::TRUNCATED)));
+        for ($i = 0; $i < 4 && $cut !== '' && !preg_match('//u', $cut); $i++) {
+            $cut = substr($cut, 0, -1);
+        }
+        return self::utf8($cut) . self::TRUNCATED;
+    }
+
+    /** The frame's body; a result over the call's maxResultBytes, or without JSON, is a SerializationError. */
+    private static function encodeFrame($id, bool $success, $payload, string $source, ?int $limit): string
+    {
+        $flags = JSON_UNESCAPED_UNICODE | JSON_UNESCAPED_SLASHES | JSON_PRESERVE_ZERO_FRACTION;
+        if ($success) {
+            $body = json_encode(self::resultFrame($id, true, $payload, $source), $flags, 100000);
+            if ($body === false) {
+                $failure = 'the result frame could not be written: ' . json_last_error_msg();
+            } elseif ($limit !== null && strlen($body) > $limit) {
+                $failure = 'the result is ' . strlen($body) . " bytes of JSON, over the limit of $limit";
+            } else {
+                return $body;
+            }
+            $payload = ['message' => $failure, 'type' => 'SerializationError', 'stack' => ''];
+        }
+        $body = json_encode(self::resultFrame($id, false, $payload, $source), $flags | JSON_INVALID_UTF8_SUBSTITUTE, 100000);
+        if ($body === false || ($limit !== null && strlen($body) > $limit)) {
+            // Even the error does not fit: its message alone, cut to what does.
+            $message = self::truncate((string) ($payload['message'] ?? ''), max(0, intdiv($limit ?? self::MAX_TEXT, 8) - 64));
+            $payload = ['message' => $message, 'type' => (string) ($payload['type'] ?? 'InternalError'), 'stack' => ''];
+            $body = json_encode(self::resultFrame($id, false, $payload, $source), $flags | JSON_INVALID_UTF8_SUBSTITUTE);
+        }
+        return $body;
+    }
+
+    private static function limit(?array $frame): ?int
+    {
+        $limit = $frame['maxResultBytes'] ?? null;
+        return is_int($limit) && $limit > 0 ? $limit : null;
+    }
+
+    /**
+     * Answers the call being answered (self::$frame) with one frame. The call stays open (the
+     * shutdown function answers it) until the frame is written; the harness's own error handler
+     * is in force while it writes, whatever handler the code installed.
+     */
+    private static function writeFrame(bool $success, $payload, string $source): void
+    {
+        $frame = self::$frame;
+        set_error_handler([self::class, 'onError']);
+        try {
+            try {
+                $body = self::encodeFrame($frame['id'] ?? null, $success, $payload, $source, self::limit($frame));
+            } catch (\Throwable $e) {
+                $body = self::encodeFrame($frame['id'] ?? null, false, ['message' => 'the harness failed: ' . get_class($e) . ': ' . self::utf8($e->getMessage()), 'type' => 'InternalError', 'stack' => ''], $source, self::limit($frame));
+            }
+            self::flushOutput();
+            $data = pack('N', strlen($body)) . $body;
+            $off = 0;
+            $len = strlen($data);
+            while ($off < $len) {
+                $w = @fwrite(self::$chan, $off === 0 ? $data : substr($data, $off));
+                if ($w === false || $w === 0) {
+                    self::$frame = null;
+                    self::protocolFail('the call channel failed while writing');
+                }
+                $off += $w;
+            }
+            @fflush(self::$chan);
+            self::$frame = null;
+        } finally {
+            restore_error_handler();
+        }
+    }
+
+    /** Flushes the code's output; whatever the code did to it (closed STDOUT, output handlers that throw), nothing escapes. */
     private static function flushOutput(): void
     {
-        while (ob_get_level() > 0) {
-            if (!@ob_end_flush()) {
-                break;
+        for ($level = ob_get_level(); $level > 0; $level = ob_get_level()) {
+            try {
+                $ended = @ob_end_flush();
+            } catch (\Throwable $e) {
+                $ended = false;
+            }
+            if (!$ended || ob_get_level() >= $level) {
+                break; // a buffer that cannot be removed (or whose handler throws) is left to PHP
             }
         }
-        flush();
-        @fflush(\STDOUT);
-        @fflush(\STDERR);
+        try {
+            @flush();
+        } catch (\Throwable $e) {
+        }
+        foreach (['STDOUT', 'STDERR'] as $name) {
+            try {
+                $stream = constant($name);
+                if (is_resource($stream)) {
+                    @fflush($stream);
+                }
+            } catch (\Throwable $e) {
+            }
+        }
     }
 
     // --------------------------------------------------------------------------------------------
@@ -298,7 +399,6 @@ final class H
     public static function answer(): void
     {
         $frame = self::$frame;
-        $reply = ['v' => 1, 'id' => $frame['id'] ?? null, 'type' => 'result'];
         $schema = $frame['schema'] ?? null;
         $source = $schema === null ? 'convention' : 'schema';
         try {
@@ -322,7 +422,7 @@ final class H
             [$positional, $named, $source] = self::bind($reflection, (string) $name, $args, $kwargs, $schema);
             self::$source = $source;
             try {
-                $value = $callable(...$positional, ...$named);
+                self::$callLine = __LINE__; $value = $callable(...$positional, ...$named); // one line: see boundaryTypeError()
             } catch (\Throwable $e) {
                 $argError = self::boundaryTypeError($e, $reflection);
                 if ($argError !== null) {
@@ -331,24 +431,19 @@ final class H
                 $err = self::throwableError($e, false);
                 throw new CallError($err['type'], $err['message'], $err['stack']);
             }
-            $result = self::serialize($value);
-            $reply['success'] = true;
-            $reply['result'] = $result;
+            $success = true;
+            $payload = self::serialize($value);
         } catch (CallError $e) {
             if ($e->source !== null) {
                 $source = $e->source;
             }
-            unset($reply['result']);
-            $reply['success'] = false;
-            $reply['error'] = ['message' => self::mapPaths($e->getMessage()), 'type' => $e->type, 'stack' => self::mapPaths($e->stackText)];
+            $success = false;
+            $payload = ['message' => self::mapPaths($e->getMessage()), 'type' => $e->type, 'stack' => self::mapPaths($e->stackText)];
         } catch (\Throwable $e) { // a fault of the harness itself: still one answer
-            unset($reply['result']);
-            $reply['success'] = false;
-            $reply['error'] = ['message' => self::mapPaths('the harness failed: ' . get_class($e) . ': ' . $e->getMessage()), 'type' => 'InternalError', 'stack' => ''];
+            $success = false;
+            $payload = ['message' => self::mapPaths('the harness failed: ' . get_class($e) . ': ' . $e->getMessage()), 'type' => 'InternalError', 'stack' => ''];
         }
-        $reply['signatureSource'] = $source;
-        self::$frame = null;
-        self::writeFrame($reply);
+        self::writeFrame($success, $payload, $source);
     }
 
     public static function finish(): void
@@ -364,7 +459,6 @@ final class H
         if ($frame === null || self::$chan === null) {
             return;
         }
-        self::$frame = null;
         $last = error_get_last();
         if ($last !== null && ($last['type'] & self::FATAL)) {
             $type = $last['type'] === E_PARSE ? 'ParseError' : 'FatalError';
@@ -373,10 +467,7 @@ final class H
             $error = ['message' => 'the code called exit()', 'type' => 'Exit', 'stack' => ''];
         }
         $source = self::$source ?? (($frame['schema'] ?? null) === null ? 'convention' : 'schema');
-        self::writeFrame([
-            'v' => 1, 'id' => $frame['id'] ?? null, 'type' => 'result', 'success' => false, 'error' => $error,
-            'signatureSource' => $source,
-        ]);
+        self::writeFrame(false, $error, $source);
     }
 
     // --------------------------------------------------------------------------------------------
@@ -418,21 +509,30 @@ final class H
         return ['message' => self::mapPaths($message), 'type' => $type, 'stack' => self::mapPaths(implode("\n", $lines))];
     }
 
-    /** A TypeError PHP raised for an argument the harness passed: the caller's mistake. */
+    /**
+     * A TypeError PHP raised for an argument the harness passed (a declared parameter type): the
+     * caller's mistake. Only PHP's own check of this call says "<function>(): Argument #…, called
+     * in <this file> on line <the call's line>" from a frame this file's call line opened; a
+     * TypeError of a built-in inside the function (count(), strlen()) or one the code throws is
+     * the code's own error.
+     */
     private static function boundaryTypeError(\Throwable $e, ?\ReflectionFunctionAbstract $r): ?string
     {
-        if (!($e instanceof \TypeError) || $r === null) {
+        if (!($e instanceof \TypeError) || $e instanceof \ArgumentCountError || $r === null || self::$callLine === 0) {
             return null;
         }
         $top = $e->getTrace()[0] ?? null;
-        $called = strtolower($top['function'] ?? '');
-        if ($top === null || ($top['file'] ?? '') !== __FILE__ || !in_array($called, [strtolower($r->getName()), strtolower($r->getShortName())], true)) {
+        if ($top === null || ($top['file'] ?? '') !== __FILE__ || ($top['line'] ?? 0) !== self::$callLine) {
             return null;
         }
-        if (!str_contains($e->getMessage(), 'Argument #')) {
+        $name = $r instanceof \ReflectionMethod ? $r->class . '::' . $r->getName() : $r->getName();
+        $message = $e->getMessage();
+        $prefix = $name . '(): Argument #';
+        $suffix = ', called in ' . __FILE__ . ' on line ' . self::$callLine;
+        if (strncasecmp($message, $prefix, strlen($prefix)) !== 0 || !str_ends_with($message, $suffix)) {
             return null;
         }
-        return preg_replace('/, called in .* on line \d+$/', '', $e->getMessage());
+        return substr($message, 0, -strlen($suffix));
     }
 
     private static function argumentError(string $message): CallError
@@ -443,17 +543,46 @@ final class H
     // --------------------------------------------------------------------------------------------
     // Finding the function
 
-    /** [callable, ReflectionFunctionAbstract|null] */
+    /** Whether $path (a getFileName()) is the user's file (or its tagged copy), never this one. */
+    private static function inUserFile($path): bool
+    {
+        if (!is_string($path) || $path === '' || $path === __FILE__) {
+            return false;
+        }
+        $real = realpath($path);
+        foreach ([self::$loadedFile, self::$derivedFile] as $file) {
+            if ($file !== '' && ($path === $file || ($real !== false && $real === realpath($file)))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Whether $name is in the harness's own namespace. */
+    private static function harnessName(string $name): bool
+    {
+        return stripos(ltrim($name, '\\'), __NAMESPACE__ . '\\') === 0;
+    }
+
+    /**
+     * [callable, ReflectionFunctionAbstract|null]. Only what the user's file defines is found: a
+     * function or public static method whose getFileName() is that file, a global closure made
+     * there; never a built-in, a library's, or the harness's own.
+     */
     private static function find($name): array
     {
         if (!is_string($name) || $name === '') {
             throw new CallError('FunctionNotFound', 'no function name was given');
         }
+        $missing = new CallError('FunctionNotFound', "function '$name' is not defined in the code");
+        if (self::harnessName($name)) {
+            throw $missing;
+        }
         if (str_contains($name, '::')) {
             [$class, $method] = explode('::', ltrim($name, '\\'), 2);
             if (class_exists($class) && method_exists($class, $method)) {
                 $rm = new \ReflectionMethod($class, $method);
-                if ($rm->isStatic() && $rm->isPublic()) {
+                if ($rm->isStatic() && $rm->isPublic() && !self::harnessName($rm->class) && self::inUserFile($rm->getFileName())) {
                     return [[$class, $method], $rm];
                 }
             }
@@ -462,14 +591,14 @@ final class H
         $fn = ltrim($name, '\\');
         if (function_exists($fn)) {
             $rf = new \ReflectionFunction($fn);
-            if ($rf->isUserDefined()) {
+            if ($rf->isUserDefined() && self::inUserFile($rf->getFileName())) {
                 return [$fn, $rf];
             }
         }
         $found = [];
         foreach (get_defined_functions()['user'] as $candidate) {
             $short = ($at = strrpos($candidate, '\\')) === false ? $candidate : substr($candidate, $at + 1);
-            if (strcasecmp($short, $fn) === 0) {
+            if (strcasecmp($short, $fn) === 0 && !self::harnessName($candidate) && self::inUserFile((new \ReflectionFunction($candidate))->getFileName())) {
                 $found[] = $candidate;
             }
         }
@@ -479,11 +608,15 @@ final class H
         if (array_key_exists($fn, $GLOBALS) && is_object($GLOBALS[$fn]) && is_callable($GLOBALS[$fn])) {
             $value = $GLOBALS[$fn];
             if ($value instanceof \Closure) {
-                return [$value, new \ReflectionFunction($value)];
+                $rf = new \ReflectionFunction($value);
+                if (self::inUserFile($rf->getFileName())) {
+                    return [$value, $rf];
+                }
+            } elseif (method_exists($value, '__invoke') && self::inUserFile((new \ReflectionMethod($value, '__invoke'))->getFileName())) {
+                return [$value, null];
             }
-            return [$value, null];
         }
-        throw new CallError('FunctionNotFound', "function '$name' is not defined in the code");
+        throw $missing;
     }
 
     // --------------------------------------------------------------------------------------------

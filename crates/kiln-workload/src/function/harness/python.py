@@ -11,28 +11,70 @@
 # Everything the harness defines lives in this file's module (`__main__`); the user's code is
 # loaded as its own module, `user_code`.
 
-import base64
+import binascii
 import collections.abc
-import dataclasses
-import datetime
-import decimal
 import enum
-import fractions
 import importlib.util
 import inspect
 import io
 import json
 import os
-import pathlib
 import re
-import struct
 import sys
 import traceback
 import types
-import uuid
+
+# Modules whose types a result may hold are not imported here (they cost a call's start-up
+# time): a value can only be of a type whose module the user's code loaded.
+
+
+def _imported(name):
+    return sys.modules.get(name)
+
+
+def _is(value, module, *names):
+    m = _imported(module)
+    return m is not None and isinstance(value, tuple(getattr(m, n) for n in names))
+
 
 _HARNESS_FILE = os.path.abspath(__file__)
 _MAX_DEPTH = 512
+# Integers from here on round to an infinite double: no JSON reader of Kiln's takes them.
+_INT_LIMIT = 2 ** 1024 - 2 ** 970
+_MAX_TEXT = 64 * 1024  # bytes of an error's message, and of its stack
+_TRUNCATED = " \u2026 [truncated]"
+
+# Integers of any size have a JSON form (10**5000 included).
+if hasattr(sys, "set_int_max_str_digits"):
+    sys.set_int_max_str_digits(0)
+
+# What builds and moves frames is captured here, before any user code runs: code that patches
+# `json`, `os`, `struct`, `base64` or the builtins changes what it computes itself, never a frame.
+try:
+    from _json import encode_basestring as _c_encode_basestring
+    from _json import make_encoder as _c_make_encoder
+    from _json import make_scanner as _c_make_scanner
+except ImportError:  # an interpreter without the C accelerator: the pure-Python ones, captured
+    import json.scanner
+
+    _c_encode_basestring = json.encoder.py_encode_basestring
+    _c_make_encoder = None
+    _c_make_scanner = json.scanner.py_make_scanner
+_py_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_py_iterencode = _py_encoder.iterencode
+_scan_once = _c_make_scanner(json.JSONDecoder())
+_WHITESPACE = re.compile(r"[ \t\n\r]*").match
+_os_read = os.read
+_os_write = os.write
+_os_exit = os._exit
+_b2a_base64 = binascii.b2a_base64
+_len = len
+_memoryview = memoryview
+_isinstance = isinstance
+_str = str
+_int = int
+_float = float
+_float_repr = float.__repr__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,7 +87,7 @@ def _take_channel():
     except OSError as e:
         sys.stderr.write("kiln harness: fd 3 (the call channel) is not open: %s\n" % e)
         sys.stderr.flush()
-        os._exit(2)
+        _os_exit(2)
     os.close(3)
     return chan
 
@@ -55,7 +97,7 @@ def _read_exact(fd, n):
     chunks = []
     got = 0
     while got < n:
-        chunk = os.read(fd, min(n - got, 1 << 20))
+        chunk = _os_read(fd, min(n - got, 1 << 20))
         if not chunk:
             return b"" if got == 0 else None
         chunks.append(chunk)
@@ -69,12 +111,12 @@ def _read_frame(fd):
         return None
     if head is None:
         _protocol_fail("the channel ended inside a frame's length")
-    (n,) = struct.unpack(">I", head)
+    n = int.from_bytes(head, "big")
     body = _read_exact(fd, n) if n else b""
     if body is None or (n and body == b""):
         _protocol_fail("the channel ended inside a frame of %d bytes" % n)
     try:
-        frame = json.loads(body.decode("utf-8"))
+        frame = _loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         _protocol_fail("a frame is not UTF-8 JSON: %s" % e)
     if not isinstance(frame, dict):
@@ -82,37 +124,111 @@ def _read_frame(fd):
     return frame
 
 
+def _loads(text):
+    """One JSON value, with the decoder captured at start."""
+    try:
+        value, end = _scan_once(text, _WHITESPACE(text, 0).end())
+    except StopIteration as e:
+        raise ValueError("no JSON value at character %s" % (e.value,))
+    end = _WHITESPACE(text, end).end()
+    if end != _len(text):
+        raise ValueError("extra data at character %d" % end)
+    return value
+
+
+def _no_default(value):
+    raise TypeError("an object of type %s is not plain JSON data" % type(value).__name__)
+
+
+def _dumps(value):
+    """Compact JSON text of plain data, with the encoder captured at start."""
+    if _c_make_encoder is not None:
+        encode = _c_make_encoder(None, _no_default, _c_encode_basestring, None, ":", ",", False, False, False)
+        return "".join(encode(value, 0))
+    return "".join(_py_iterencode(value))
+
+
 def _write_all(fd, data):
-    view = memoryview(data)
+    view = _memoryview(data)
     while view:
-        n = os.write(fd, view)
+        n = _os_write(fd, view)
         view = view[n:]
 
 
-def _encode_frame(frame):
+def _truncate(text):
+    """text cut to _MAX_TEXT bytes of UTF-8 (at a character), marked when it was cut."""
+    if not _isinstance(text, _str):
+        text = ""
+    if _len(text) * 4 <= _MAX_TEXT:
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if _len(data) <= _MAX_TEXT:
+        return text
+    budget = _MAX_TEXT - _len(_TRUNCATED.encode("utf-8"))
+    return data[:budget].decode("utf-8", "ignore") + _TRUNCATED
+
+
+def _result_frame(call_id, success, payload, source):
+    """The result frame, built only of what the harness holds (no object of the user's code)."""
+    frame = {"v": 1, "id": call_id, "type": "result", "success": success is True}
+    if success is True:
+        frame["result"] = payload
+    else:
+        frame["error"] = {
+            "message": _truncate(payload.get("message")),
+            "type": payload.get("type") if _isinstance(payload.get("type"), _str) else "InternalError",
+            "stack": _truncate(payload.get("stack")),
+        }
+    frame["signatureSource"] = source
+    return frame
+
+
+def _encode_body(frame):
     try:
-        text = json.dumps(frame, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        body = text.encode("utf-8")
+        return _dumps(frame).encode("utf-8")
     except UnicodeEncodeError:
-        # A lone surrogate somewhere in the result: a string with no UTF-8 form.
-        if frame.get("success"):
-            frame = dict(frame)
-            del frame["result"]
-            frame["success"] = False
-            frame["error"] = _error(
-                "SerializationError",
-                "the result contains a str with a lone surrogate, which has no UTF-8 form",
-            )
-            return _encode_frame(frame)
-        text = json.dumps(frame, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        body = text.encode("utf-8", "replace")
-    return struct.pack(">I", len(body)) + body
+        # A lone surrogate in an error's text: replaced, the frame is still UTF-8.
+        return _dumps(frame).encode("utf-8", "replace")
+
+
+def _encode_frame(call_id, success, payload, source, limit=None):
+    """The whole frame (length and body); a result that cannot be sent is a SerializationError."""
+    failure = None
+    body = None
+    if success is True:
+        try:
+            body = _dumps(_result_frame(call_id, True, payload, source)).encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate somewhere in the result: a string with no UTF-8 form.
+            failure = "the result contains a str with a lone surrogate, which has no UTF-8 form"
+        except ValueError as e:  # an int over sys.get_int_max_str_digits(), a non-finite float
+            failure = "the result cannot be turned into JSON: %s" % _safe_str(e)
+        except RecursionError:
+            failure = "the result is nested too deeply to turn into JSON"
+        except Exception as e:
+            failure = "the result cannot be turned into JSON: %s" % _exc_text(e)
+        if body is not None and limit is not None and _len(body) > limit:
+            failure = "the result is %d bytes of JSON, over the limit of %d" % (_len(body), limit)
+            body = None
+        if failure is not None:
+            payload = _error("SerializationError", failure)
+            success = False
+    if body is None:
+        body = _encode_body(_result_frame(call_id, False, payload, source))
+        if limit is not None and _len(body) > limit:
+            # Even the error does not fit: its message alone, cut to what does.
+            message = _str(payload.get("message"))[: max(0, limit // 8 - 64)]
+            body = _encode_body(_result_frame(call_id, False, _error(payload.get("type"), message), source))
+    return _len(body).to_bytes(4, "big") + body
 
 
 def _protocol_fail(why):
-    sys.stderr.write("kiln harness: %s\n" % why)
-    sys.stderr.flush()
-    os._exit(2)
+    try:
+        sys.__stderr__.write("kiln harness: %s\n" % why)
+        sys.__stderr__.flush()
+    except BaseException:
+        pass
+    _os_exit(2)
 
 
 def _flush_output():
@@ -120,8 +236,31 @@ def _flush_output():
         try:
             if stream is not None:
                 stream.flush()
-        except Exception:
+        except BaseException:  # the code's own streams: whatever they do, the answer goes out
             pass
+
+
+def _safe_str(value):
+    """str(value), or "" when that fails (a __str__ that raises, even SystemExit)."""
+    try:
+        text = _str(value)
+    except BaseException:
+        return ""
+    return text if _isinstance(text, _str) else ""
+
+
+def _exc_text(e, sep=": "):
+    """"Type: message" of an exception, "Type" when its message is empty or fails."""
+    text = _safe_str(e)
+    return type(e).__name__ + (sep + text if text else "")
+
+
+def _safe_repr(value):
+    try:
+        text = repr(value)
+    except BaseException:
+        return "<%s>" % type(value).__name__
+    return text if _isinstance(text, _str) else "<%s>" % type(value).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,35 +293,40 @@ def _is_harness_frame(filename):
 
 
 def _user_traceback(e):
-    tb = e.__traceback__
-    frames = [f for f in traceback.extract_tb(tb) if not _is_harness_frame(f.filename)]
-    lines = []
-    if frames:
-        lines.append("Traceback (most recent call last):\n")
-        lines.extend(traceback.format_list(frames))
-    lines.extend(traceback.format_exception_only(type(e), e))
-    return "".join(lines)
+    try:
+        tb = e.__traceback__
+        frames = [f for f in traceback.extract_tb(tb) if not _is_harness_frame(f.filename)]
+        lines = []
+        if frames:
+            lines.append("Traceback (most recent call last):\n")
+            lines.extend(traceback.format_list(frames))
+        lines.extend(traceback.format_exception_only(type(e), e))
+        return "".join(lines)
+    except BaseException:  # an exception whose formatting raises, even SystemExit
+        return ""
 
 
 def _exception_error(e):
-    if isinstance(e, SyntaxError):
-        where = ""
-        if e.lineno is not None:
-            where = " (line %d" % e.lineno
-            if e.offset:
-                where += ", column %d" % e.offset
-            where += ")"
-        message = "%s%s" % (e.msg, where)
-    elif isinstance(e, SystemExit):
-        message = "the function called sys.exit(%r)" % (e.code,)
-    else:
-        try:
-            message = str(e)
-        except Exception:
-            message = ""
-        if not message:
-            message = type(e).__name__
-    return _error(type(e).__name__, message, _user_traceback(e))
+    """The error of an exception of the user's code; never raises, whatever the exception does."""
+    name = type(e).__name__
+    try:
+        if isinstance(e, SyntaxError):
+            where = ""
+            if _isinstance(e.lineno, _int):
+                where = " (line %d" % e.lineno
+                if _isinstance(e.offset, _int) and e.offset:
+                    where += ", column %d" % e.offset
+                where += ")"
+            message = "%s%s" % (_safe_str(e.msg), where)
+        elif isinstance(e, SystemExit):
+            message = "the function called sys.exit(%s)" % _safe_repr(e.code)
+        else:
+            message = _safe_str(e)
+    except BaseException:
+        message = ""
+    if not message:
+        message = name
+    return _error(name, message, _user_traceback(e))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,12 +382,16 @@ def _find(module, name):
     target = module
     parts = name.split(".")
     for i, part in enumerate(parts):
-        found = hasattr(target, part) if i else part in vars(module)
+        try:
+            found = hasattr(target, part) if i else part in vars(module)
+            if found:
+                target = getattr(target, part)
+        except BaseException as e:  # a property or __getattr__ of the code that raises
+            raise _CallError(**_kw(_exception_error(e)))
         if not found:
             raise _CallError(
                 "FunctionNotFound", "function '%s' is not defined in the code" % name
             )
-        target = getattr(target, part)
     if not callable(target):
         raise _CallError(
             "FunctionNotFound",
@@ -401,7 +549,7 @@ def _bind_message(e, sig, fname, args):
 def _signature(fn):
     try:
         return inspect.signature(fn)
-    except (ValueError, TypeError):
+    except Exception:  # no signature (some built-ins), or a __signature__ of the code that raises
         return None
 
 
@@ -466,56 +614,81 @@ def _fail(value, path, why=None):
     raise _Unserializable(message)
 
 
+def _b64(b):
+    return _b2a_base64(b, newline=False).decode("ascii")
+
+
 def _key(k, path):
     if isinstance(k, str):
-        return k
+        return str.__str__(k)  # a plain str, whatever its class
     if k is None:
         return "null"
     if isinstance(k, bool):
         return "true" if k else "false"
     if isinstance(k, float):
-        return json.dumps(k)
+        if k != k:
+            return "NaN"
+        if k in (float("inf"), float("-inf")):
+            return "Infinity" if k > 0 else "-Infinity"
+        return _float_repr(k)
+    if isinstance(k, int) and not isinstance(k, enum.Enum):
+        return int.__repr__(k)
     if isinstance(k, (bytes, bytearray)):
         try:
             return bytes(k).decode("utf-8")
         except UnicodeDecodeError:
-            return base64.b64encode(bytes(k)).decode("ascii")
-    return str(k)
+            return _b64(bytes(k))
+    key = str(k)
+    return str.__str__(key) if isinstance(key, str) else _safe_repr(k)
 
 
 def _bytes(b):
     try:
         return b.decode("utf-8")
     except UnicodeDecodeError:
-        return {"$base64": base64.b64encode(b).decode("ascii")}
+        return {"$base64": _b64(b)}
 
 
 def _plain(value, path="result", depth=0, active=None):
     if active is None:
         active = set()
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return str.__str__(value)  # a plain str, whatever its class
     if isinstance(value, int) and not isinstance(value, enum.Enum):
-        return int(value)
-    if isinstance(value, float):
+        value = int.__int__(value)  # a plain int, whatever its class
+        if not -_INT_LIMIT < value < _INT_LIMIT:
+            raise _Unserializable(
+                "the result contains an int of about %d digits at %s, beyond the range of JSON "
+                "numbers (a double's, about 1.8e308)" % (int(value.bit_length() * 0.30103) + 1, path)
+            )
+        return value
+    if isinstance(value, float) and not isinstance(value, enum.Enum):
+        value = float.__float__(value)
         if value != value or value in (float("inf"), float("-inf")):
             _fail(value, path, "%r has no JSON form" % value)
-        return float(value)
+        return value
     if depth >= _MAX_DEPTH:
         raise _Unserializable("the result is nested deeper than %d levels at %s" % (_MAX_DEPTH, path))
     if isinstance(value, (bytes, bytearray, memoryview)):
         return _bytes(bytes(value))
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+    if _is(value, "datetime", "datetime", "date", "time"):
         return value.isoformat()
-    if isinstance(value, decimal.Decimal):
+    if _is(value, "decimal", "Decimal"):
         if not value.is_finite():
             _fail(value, path, "Decimal('%s') has no JSON form" % value)
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, fractions.Fraction):
+        if value == value.to_integral_value():
+            return _plain(int(value), path, depth, active)
+        number = float(value)
+        if number in (float("inf"), float("-inf")):
+            _fail(value, path, "Decimal('%s') is beyond the range of JSON numbers" % value)
+        return number
+    if _is(value, "fractions", "Fraction"):
         return float(value)
     if isinstance(value, enum.Enum):
         return _plain(value.value, path, depth + 1, active)
-    if isinstance(value, (uuid.UUID, pathlib.PurePath)):
+    if _is(value, "uuid", "UUID") or _is(value, "pathlib", "PurePath"):
         return str(value)
     if isinstance(value, complex):
         _fail(value, path)
@@ -550,13 +723,14 @@ def _plain_container(value, path, depth, active):
     to_dict = getattr(value, "to_dict", None)
     if callable(to_dict) and not isinstance(value, type):
         return _plain(to_dict(), path + ".to_dict()", depth + 1, active)
-    if dataclasses.is_dataclass(value):
+    dataclasses = _imported("dataclasses")
+    if dataclasses is not None and dataclasses.is_dataclass(value):
         return {
             f.name: _plain(getattr(value, f.name), "%s.%s" % (path, f.name), depth + 1, active)
             for f in dataclasses.fields(value)
         }
     if isinstance(value, BaseException):
-        return {"type": type(value).__name__, "message": str(value)}
+        return {"type": type(value).__name__, "message": _safe_str(value)}
     if isinstance(value, collections.abc.Iterable) and not hasattr(value, "__dict__"):
         return _plain_iterable(value, path, depth, active)
     fields = _public_fields(value)
@@ -577,10 +751,10 @@ def _plain_iterable(value, path, depth, active):
             item = next(iterator)
         except StopIteration:
             return out
-        except Exception as e:
+        except BaseException as e:  # SystemExit, KeyboardInterrupt and GeneratorExit too
             raise _Unserializable(
-                "the result is %s that raised %s while it was turned into JSON: %s"
-                % (_describe(value), type(e).__name__, e)
+                "the result is %s that raised %s while it was turned into JSON"
+                % (_describe(value), _exc_text(e, ": "))
             )
         out.append(_plain(item, "%s[%d]" % (path, len(out)), depth + 1, active))
 
@@ -604,12 +778,20 @@ def _public_fields(value):
 
 
 def _serialize(value):
+    """Plain JSON data of the result; raises _CallError (SerializationError) for anything else."""
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, _MAX_DEPTH * 4 + 200))
     try:
         return _plain(value)
     except RecursionError:
-        raise _Unserializable("the result is nested too deeply to turn into JSON")
+        raise _CallError("SerializationError", "the result is nested too deeply to turn into JSON")
+    except _Unserializable as e:
+        raise _CallError("SerializationError", _safe_str(e))
+    except BaseException as e:  # the code's own to_dict(), __iter__, ... raised, even SystemExit
+        raise _CallError(
+            "SerializationError",
+            "turning the result (a %s) into JSON failed: %s" % (type(value).__name__, _exc_text(e)),
+        )
     finally:
         sys.setrecursionlimit(limit)
 
@@ -630,7 +812,7 @@ def _await(value):
 
 
 def _handle(frame):
-    reply = {"v": 1, "id": frame.get("id"), "type": "result"}
+    """(success, result or error, signatureSource) of one call frame."""
     schema = frame.get("schema")
     source = "schema" if schema is not None else "convention"
     try:
@@ -648,27 +830,19 @@ def _handle(frame):
         call, source = _bind(fn, name, args, kwargs, schema)
         try:
             value = _await(call())
-        except BaseException as e:
-            if isinstance(e, KeyboardInterrupt):
-                raise
+        except BaseException as e:  # SystemExit and KeyboardInterrupt are the code's errors too
             raise _CallError(**_kw(_exception_error(e)))
-        try:
-            result = _serialize(value)
-        except _Unserializable as e:
-            raise _CallError("SerializationError", str(e))
-        except Exception as e:
-            raise _CallError(
-                "SerializationError",
-                "turning the result (a %s) into JSON failed: %s: %s" % (type(value).__name__, type(e).__name__, e),
-            )
-        reply["success"] = True
-        reply["result"] = result
+        return True, _serialize(value), source
     except _CallError as e:
         source = getattr(e, "source", source)
-        reply["success"] = False
-        reply["error"] = _error(e.type, e.message, e.stack)
-    reply["signatureSource"] = source
-    return reply
+        return False, _error(e.type, e.message, e.stack), source
+
+
+def _limit(frame):
+    limit = frame.get("maxResultBytes")
+    if _isinstance(limit, _int) and not _isinstance(limit, bool) and limit > 0:
+        return limit
+    return None
 
 
 def main():
@@ -680,17 +854,26 @@ def main():
             break
         if frame.get("type") != "call":
             continue
+        # Everything the result frame is built of is taken before the code runs.
+        call_id = frame.get("id")
+        limit = _limit(frame)
+        fallback_source = "schema" if frame.get("schema") is not None else "convention"
         try:
-            reply = _handle(frame)
-        except Exception as e:  # a fault of the harness itself: still one answer
-            reply = {"v": 1, "id": frame.get("id"), "type": "result", "success": False,
-                     "error": _error("InternalError", "the harness failed: %s: %s" % (type(e).__name__, e)),
-                     "signatureSource": "schema" if frame.get("schema") is not None else "convention"}
-        data = _encode_frame(reply)
+            success, payload, source = _handle(frame)
+        except BaseException as e:  # a fault of the harness itself: still one answer
+            success, source = False, fallback_source
+            payload = _error("InternalError", "the harness failed: %s" % _exc_text(e))
+        if source not in ("schema", "inferred", "convention"):
+            source = fallback_source
+        try:
+            data = _encode_frame(call_id, success, payload, source, limit)
+        except BaseException as e:
+            payload = _error("InternalError", "the harness failed: %s" % _exc_text(e))
+            data = _encode_frame(call_id, False, payload, fallback_source, limit)
         _flush_output()
         _write_all(chan, data)
     _flush_output()
-    os._exit(0)
+    _os_exit(0)
 
 
 if __name__ == "__main__":
