@@ -237,7 +237,10 @@ mod tests {
         let lone = frame(br#"{"type":"result","id":"abc","success":true,"result":"a\ud800b\\ud800\ud83d\ude00"}"#);
         let a = answer(vec![lone]).await;
         assert!(a.corrupted.is_none(), "{:?}", a.corrupted);
-        assert_eq!(a.result.expect("result")["result"], "a\u{fffd}b\\ud800\u{1f600}");
+        assert_eq!(
+            a.result.expect("result")["result"],
+            "a\u{fffd}b\\ud800\u{1f600}"
+        );
         let a = answer(vec![b"\x00\x00".to_vec()]).await;
         assert!(a.corrupted.expect("corrupted").contains("inside a frame"));
     }

@@ -25,6 +25,7 @@ const DEFAULT_TIMEOUT_MS = 2000;
 const CODELET_ID = 'codelet.mjs'; // how the codelet's file is named in messages and stacks
 const RUNTIME_ID = 'kiln:codelet-runtime'; // the in-context runtime's frames (stripped from stacks)
 const TRUNCATED = ' … [truncated]';
+const MAX_ERROR_BYTES = 64 * 1024; // UTF-8 bytes of an error's message, and of its stack
 
 const HARNESS_FILE = fileURLToPath(import.meta.url);
 const HARNESS_DIR = path.dirname(HARNESS_FILE);
@@ -206,6 +207,7 @@ function codeletRuntime() {
   const StringPrototypeToLowerCase = String.prototype.toLowerCase;
   const StringPrototypeTrim = String.prototype.trim;
   const StringPrototypeValueOf = String.prototype.valueOf;
+  const StringPrototypeIsWellFormed = String.prototype.isWellFormed;
   const NumberPrototypeValueOf = Number.prototype.valueOf;
   const BooleanPrototypeValueOf = Boolean.prototype.valueOf;
   const BigIntPrototypeValueOf = BigInt.prototype.valueOf;
@@ -272,6 +274,9 @@ function codeletRuntime() {
     __proto__: null, Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array,
     Uint32Array, Float32Array, Float64Array, BigInt64Array, BigUint64Array,
   };
+  const FinalizationRegistryCtor = G.FinalizationRegistry; // (the runtime's own class shadows the name)
+  const FinalizationRegistryRegister = FinalizationRegistryCtor.prototype.register;
+  const FinalizationRegistryUnregister = FinalizationRegistryCtor.prototype.unregister;
   const ERROR_CTORS = {
     __proto__: null, Error, EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError,
   };
@@ -337,6 +342,7 @@ function codeletRuntime() {
   let hClearTimer = null;
   let hDone = null;
   let hUrl = null;
+  let hFinalize = null;
   let LOG_LIMIT = 8192;
   let MAX_TIMERS = 10000;
   let MAX_RESULT = 32 * 1024 * 1024;
@@ -790,6 +796,54 @@ function codeletRuntime() {
       }
     })();
   }
+
+  // ---- FinalizationRegistry: V8 calls cleanup callbacks from a task of its own, outside any
+  // timed run. The engine's registry only calls back into this runtime, which queues the
+  // codelet's callback and asks the harness for a timed run to call it (like a timer's).
+  const finalizers = newList(); // callback, held value, callback, held value, …
+  let finalizersAt = 0;
+  let finalizeAsked = false;
+  function queueFinalizer(callback, held) {
+    try {
+      listPush(finalizers, callback);
+      listPush(finalizers, held);
+      if (!finalizeAsked) {
+        finalizeAsked = true;
+        bridge(hFinalize);
+      }
+    } catch { /* the call is over */ }
+  }
+  function runFinalizers() {
+    finalizeAsked = false;
+    while (finalizersAt < finalizers.length) {
+      const callback = finalizers[finalizersAt];
+      const held = finalizers[finalizersAt + 1];
+      finalizers[finalizersAt] = undefined;
+      finalizers[finalizersAt + 1] = undefined;
+      finalizersAt += 2;
+      try {
+        ReflectApply(callback, undefined, [held]);
+      } catch (err) {
+        uncaught(err);
+      }
+    }
+    finalizers.length = 0;
+    finalizersAt = 0;
+  }
+  class FinalizationRegistry {
+    #registry;
+    constructor(cleanupCallback) {
+      if (typeof cleanupCallback !== 'function') throw new TypeErrorCtor('FinalizationRegistry: cleanup must be callable');
+      this.#registry = new FinalizationRegistryCtor((held) => { queueFinalizer(cleanupCallback, held); });
+    }
+    register(target, heldValue, unregisterToken = undefined) {
+      ReflectApply(FinalizationRegistryRegister, this.#registry, [target, heldValue, unregisterToken]);
+    }
+    unregister(unregisterToken) {
+      return ReflectApply(FinalizationRegistryUnregister, this.#registry, [unregisterToken]);
+    }
+  }
+  defineHidden(FinalizationRegistry.prototype, SymbolToStringTag, 'FinalizationRegistry');
 
   // ---- structuredClone ----
   function dataCloneError(message) {
@@ -1422,28 +1476,9 @@ function codeletRuntime() {
       return '{"$base64":' + JSONStringify(btoa(bin)) + '}';
     }
   }
-  function serialize(v, key, path, stack, depth) {
-    if (v !== null && (typeof v === 'object' || typeof v === 'bigint')) {
-      const toJSON = v.toJSON;
-      if (typeof toJSON === 'function') v = call(toJSON, v, key);
-    }
-    let text;
-    switch (typeof v) {
-      case 'string': text = JSONStringify(v); break;
-      case 'number':
-        if (v !== v) throw notJson('NaN', path);
-        if (v === Infinity || v === -Infinity) throw notJson(v > 0 ? 'Infinity' : '-Infinity', path);
-        text = JSONStringify(v);
-        break;
-      case 'boolean': text = v ? 'true' : 'false'; break;
-      case 'undefined': return undefined;
-      case 'bigint': throw notJson('a BigInt', path);
-      case 'symbol': throw notJson('a symbol', path);
-      case 'function': throw notJson(`a function (${functionTag(v)})`, path);
-      default:
-        if (v === null) { text = 'null'; break; }
-        text = serializeObject(v, path, stack, depth);
-    }
+  // Counts the JSON text of the leaves and keys once each (containers only add their punctuation):
+  // UTF-16 units, never more than the text's UTF-8 bytes, so this only stops what cannot fit.
+  function count(text) {
     resultLength += text.length;
     if (resultLength > MAX_RESULT) {
       const err = new RangeErrorCtor(`the return value is too large (over ${MAX_RESULT} bytes of JSON)`);
@@ -1452,24 +1487,50 @@ function codeletRuntime() {
     }
     return text;
   }
+  // A string as JSON text; a lone surrogate has no UTF-8 form, so it is no JSON the host reads.
+  function stringJson(s, what, path) {
+    if (!call(StringPrototypeIsWellFormed, s)) throw notJson(what, path);
+    return count(JSONStringify(s));
+  }
+  function serialize(v, key, path, stack, depth) {
+    if (v !== null && (typeof v === 'object' || typeof v === 'bigint')) {
+      const toJSON = v.toJSON;
+      if (typeof toJSON === 'function') v = call(toJSON, v, key);
+    }
+    switch (typeof v) {
+      case 'string': return stringJson(v, 'a lone surrogate', path);
+      case 'number':
+        if (v !== v) throw notJson('NaN', path);
+        if (v === Infinity || v === -Infinity) throw notJson(v > 0 ? 'Infinity' : '-Infinity', path);
+        return count(JSONStringify(v));
+      case 'boolean': return count(v ? 'true' : 'false');
+      case 'undefined': return undefined;
+      case 'bigint': throw notJson('a BigInt', path);
+      case 'symbol': throw notJson('a symbol', path);
+      case 'function': throw notJson(`a function (${functionTag(v)})`, path);
+      default:
+        if (v === null) return count('null');
+        return serializeObject(v, path, stack, depth);
+    }
+  }
   function serializeObject(v, path, stack, depth) {
     if (depth >= 512) throw notJson('nesting deeper than 512 levels', path);
     for (let i = 0; i < depth; i++) if (stack[i] === v) throw notJson('a circular reference', path);
     const boxed = boxedPrimitive(v);
     if (boxed !== null) return serialize(boxed.value, '', path, stack, depth);
     const taName = typedArrayName(v);
-    if (taName === 'Uint8Array' || taName === 'Uint8ClampedArray') return bytesJson(v);
-    if (isArrayBuffer(v) || isSharedArrayBuffer(v)) return bytesJson(new Uint8ArrayCtor(v));
-    if (isDataView(v)) return bytesJson(bytesOf(v, 'a DataView'));
+    if (taName === 'Uint8Array' || taName === 'Uint8ClampedArray') return count(bytesJson(v));
+    if (isArrayBuffer(v) || isSharedArrayBuffer(v)) return count(bytesJson(new Uint8ArrayCtor(v)));
+    if (isDataView(v)) return count(bytesJson(bytesOf(v, 'a DataView')));
     stack[depth] = v;
     let out;
-    const items = (values, count) => {
-      let s = '[';
-      for (let i = 0; i < count; i++) {
+    const items = (values, n) => {
+      let s = count('[');
+      for (let i = 0; i < n; i++) {
         const t = serialize(values(i), StringCtor(i), `${path}[${i}]`, stack, depth + 1);
-        s += (i === 0 ? '' : ',') + (t === undefined ? 'null' : t);
+        s += (i === 0 ? '' : count(',')) + (t === undefined ? count('null') : t);
       }
-      return s + ']';
+      return s + count(']');
     };
     if (ArrayIsArray(v)) {
       out = items((i) => v[i], v.length);
@@ -1478,16 +1539,17 @@ function codeletRuntime() {
     } else if (isMap(v)) {
       const entries = newList();
       call(MapPrototypeForEach, v, (val, k) => { listPush(entries, k); listPush(entries, val); });
-      let s = '{';
+      let s = count('{');
       let first = true;
       for (let i = 0; i < entries.length; i += 2) {
         const k = typeof entries[i] === 'string' ? entries[i] : typeof entries[i] === 'symbol' ? call(SymbolPrototypeToString, entries[i]) : StringCtor(entries[i]);
-        const t = serialize(entries[i + 1], k, `${path}.get(${quote(k)})`, stack, depth + 1);
+        const where = `${path}.get(${quote(k)})`;
+        const t = serialize(entries[i + 1], k, where, stack, depth + 1);
         if (t === undefined) continue;
-        s += (first ? '' : ',') + JSONStringify(k) + ':' + t;
+        s += (first ? '' : count(',')) + stringJson(k, 'a lone surrogate in a key', where) + count(':') + t;
         first = false;
       }
-      out = s + '}';
+      out = s + count('}');
     } else if (isSet(v)) {
       const values = newList();
       call(SetPrototypeForEach, v, (val) => { listPush(values, val); });
@@ -1503,16 +1565,17 @@ function codeletRuntime() {
       out = items((i) => values[i], values.length);
     } else {
       const keys = ObjectKeys(v);
-      let s = '{';
+      let s = count('{');
       let first = true;
       for (let i = 0; i < keys.length; i++) {
         const k = keys[i];
-        const t = serialize(v[k], k, path + (keyText(k) === k ? '.' + k : `[${quote(k)}]`), stack, depth + 1);
+        const where = path + (keyText(k) === k ? '.' + k : `[${quote(k)}]`);
+        const t = serialize(v[k], k, where, stack, depth + 1);
         if (t === undefined) continue;
-        s += (first ? '' : ',') + JSONStringify(k) + ':' + t;
+        s += (first ? '' : count(',')) + stringJson(k, 'a lone surrogate in a key', where) + count(':') + t;
         first = false;
       }
-      out = s + '}';
+      out = s + count('}');
     }
     stack[depth] = undefined;
     return out;
@@ -1615,6 +1678,7 @@ function codeletRuntime() {
       if (o === 'start') start(a, b, c);
       else if (o === 'fire') fireTimer(a);
       else if (o === 'fail') fail(a);
+      else if (o === 'finalize') runFinalizers();
     } catch (err) {
       try { fail(err); } catch { /* the harness's deadline still ends the call */ }
     }
@@ -1628,15 +1692,16 @@ function codeletRuntime() {
     return v;
   }
 
-  function init(log, drop, violate, timer, clearTimer_, done, url, config) {
+  function init(log, drop, violate, timer, clearTimer_, done, url, finalize, config) {
     hLog = log; hDrop = drop; hViolation = violate; hTimer = timer; hClearTimer = clearTimer_; hDone = done; hUrl = url;
+    hFinalize = finalize;
     const cfg = JSONParse(config);
     LOG_LIMIT = cfg.logLimit; MAX_TIMERS = cfg.maxTimers; MAX_RESULT = cfg.maxResult;
     // What the codelet may use besides the ES builtins; everything else of the host is refused.
     const allowed = {
       __proto__: null, console: consoleObject, logger, setTimeout, clearTimeout, setInterval, clearInterval,
       queueMicrotask, structuredClone, TextEncoder, TextDecoder, URL, URLSearchParams, atob, btoa,
-      eval: evalDeny, Function: FunctionDeny,
+      eval: evalDeny, Function: FunctionDeny, FinalizationRegistry,
     };
     const allowedNames = ObjectKeys(allowed);
     for (let i = 0; i < allowedNames.length; i++) {
@@ -1682,20 +1747,53 @@ let current = null; // the call being served
 let pendingFrame = null; // a frame read after a result, served once the stack has unwound
 const RUNTIME_SOURCE = '(' + codeletRuntime.toString() + ')()';
 
+// A call's outcome is decided once (`call.outcome`) and its frame written once, never inside a
+// timed run: vm's time limit can stop any code that runs there, the harness's own included, and
+// a frame cut short or never written would lose the call. Decided during a run, the run is ended
+// at once (a SIGINT to the harness itself, which the run's `breakOnSigint` turns into an
+// exception) and the frame is written when runInContext returns.
 function finish(call, res) {
-  if (call.finished) return;
-  call.finished = true;
+  if (call.outcome !== null) return;
+  call.outcome = res;
+  if (call.depth > 0) {
+    try {
+      process.kill(process.pid, 'SIGINT');
+    } catch { /* the run still ends by its time limit */ }
+    return;
+  }
+  deliver(call);
+}
+
+function deliver(call) {
+  if (call.written || call.outcome === null || call.depth > 0) return;
+  call.written = true;
   clearTimeout(call.deadlineTimer);
+  clearImmediate(call.finalizeTimer);
   for (const t of call.timers.values()) clearTimeout(t);
   call.timers.clear();
+  let res = call.outcome;
   if (call.violation !== null) res = { code: 'POLICY_VIOLATION', message: call.violation };
+  if (res.ok) {
+    const a = res.valueJson;
+    let problem = null;
+    try {
+      hostParse(a); // never send a frame that is not JSON
+      const bytes = Buffer.byteLength(a, 'utf8');
+      if (bytes + 256 > call.maxResultBytes) {
+        problem = `SerializationError: the return value is too large (${bytes} bytes of JSON, over ${call.maxResultBytes} bytes)`;
+      }
+    } catch {
+      problem = 'the return value could not be turned into JSON';
+    }
+    if (problem !== null) res = { code: 'RUNTIME_ERROR', message: problem };
+  }
   const id = hostStringify(call.id === undefined ? null : call.id);
   let text;
   if (res.ok) {
     text = `{"v":1,"id":${id},"type":"result","ok":true,"value":${res.valueJson},"logsDropped":${call.dropped}}`;
   } else {
-    let error = `{"code":${hostStringify(res.code)},"message":${hostStringify(sanitize(res.message, call.file) || res.code)}`;
-    const stack = sanitize(res.stack || '', call.file);
+    let error = `{"code":${hostStringify(res.code)},"message":${hostStringify(errorText(res.message, call.file) || res.code)}`;
+    const stack = errorText(res.stack, call.file);
     if (stack !== '') error += `,"stack":${hostStringify(stack)}`;
     text = `{"v":1,"id":${id},"type":"result","ok":false,"error":${error}},"logsDropped":${call.dropped}}`;
   }
@@ -1709,6 +1807,20 @@ function finish(call, res) {
   setImmediate(serve);
 }
 
+// An error's message or stack as it leaves: a bounded prefix (cut at a line or word, so no path
+// is left half-sanitized), no harness paths, lone surrogates as U+FFFD, at most 64 KiB of UTF-8.
+function errorText(text, codeFile) {
+  if (typeof text !== 'string' || text === '') return '';
+  let t = text;
+  if (t.length > 4 * MAX_ERROR_BYTES) {
+    t = t.slice(0, 4 * MAX_ERROR_BYTES);
+    const cut = Math.max(t.lastIndexOf('\n'), t.lastIndexOf(' '));
+    if (cut > t.length - 4096) t = t.slice(0, cut);
+    t += TRUNCATED;
+  }
+  return truncateUtf8(sanitize(t, codeFile).toWellFormed(), MAX_ERROR_BYTES);
+}
+
 function finishTimeout(call) {
   finish(call, { code: 'TIMEOUT', message: `the codelet did not finish within ${call.timeoutMs} ms` });
 }
@@ -1716,34 +1828,50 @@ function finishTimeout(call) {
 // The vm's timeout error is made in the context's realm: recognise it without running its code.
 function isTimeout(call, e) {
   if (now() < call.deadline - 50) return false;
-  if (typeof e !== 'object' || e === null || types.isProxy(e)) return false;
+  return errorCode(e) === 'ERR_SCRIPT_EXECUTION_TIMEOUT';
+}
+
+function errorCode(e) {
+  if (typeof e !== 'object' || e === null || types.isProxy(e)) return undefined;
   const d = Object.getOwnPropertyDescriptor(e, 'code');
-  return d !== undefined && d.value === 'ERR_SCRIPT_EXECUTION_TIMEOUT';
+  return d === undefined ? undefined : d.value;
+}
+
+// What a timed run (or the module's evaluation) threw, once it is over.
+function afterRun(call, e) {
+  if (call.outcome !== null) return;
+  if (isTimeout(call, e)) finishTimeout(call);
+  else finish(call, { code: 'RUNTIME_ERROR', message: 'internal harness error: ' + describeHostError(e) });
 }
 
 function runTimed(call, op, a, b, c) {
-  if (call.finished) return;
+  if (call.outcome !== null) return;
   const remaining = call.deadline - now();
   if (remaining <= 0) { finishTimeout(call); return; }
   call.api.stash(op, a, b, c);
+  call.depth++;
+  let failure = null;
   try {
-    call.runScript.runInContext(call.context, { timeout: Math.max(1, Math.ceil(remaining)) });
+    call.runScript.runInContext(call.context, { timeout: Math.max(1, Math.ceil(remaining)), breakOnSigint: true });
   } catch (e) {
     // run() catches everything the codelet throws, so what ends a run here is the vm's timeout
-    if (call.finished) return;
-    if (isTimeout(call, e)) finishTimeout(call);
-    else finish(call, { code: 'RUNTIME_ERROR', message: 'internal harness error: ' + describeHostError(e) });
+    // or the interruption of a run whose outcome is decided
+    failure = { e };
+  } finally {
+    call.depth--;
   }
+  if (failure !== null) afterRun(call, failure.e);
+  deliver(call);
 }
 
 // Host callbacks: they take primitives, check them, never throw, and return primitives only.
 function hostCallbacks(call) {
   const log = (level, message) => {
     try {
-      if (call.finished) return false;
+      if (call.outcome !== null) return false;
       if (call.sent >= MAX_LOGS) { call.dropped++; return false; }
       if (typeof level !== 'string' || !['info', 'warn', 'error', 'debug', 'log'].includes(level)) return true;
-      const text = truncateUtf8(sanitize(typeof message === 'string' ? message : '', call.file), MAX_LOG_BYTES);
+      const text = truncateUtf8(sanitize(typeof message === 'string' ? message : '', call.file).toWellFormed(), MAX_LOG_BYTES);
       call.sent++;
       writeFrame(`{"v":1,"id":${hostStringify(call.id === undefined ? null : call.id)},"type":"log","level":"${level}","message":${hostStringify(text)},"timestamp":"${new Date().toISOString()}"}`);
       return call.sent < MAX_LOGS;
@@ -1752,17 +1880,17 @@ function hostCallbacks(call) {
     }
   };
   const drop = () => {
-    if (!call.finished) call.dropped++;
+    if (call.outcome === null) call.dropped++;
   };
   // A violation decides the call at once, whatever the codelet does with the error it gets.
   const violate = (message) => {
-    if (call.finished || typeof message !== 'string') return;
+    if (call.outcome !== null || typeof message !== 'string') return;
     call.violation = message;
     finish(call, { code: 'POLICY_VIOLATION', message });
   };
   const timer = (id, ms, repeat) => {
     try {
-      if (call.finished || typeof id !== 'number' || typeof ms !== 'number' || call.timers.has(id)) return false;
+      if (call.outcome !== null || typeof id !== 'number' || typeof ms !== 'number' || call.timers.has(id)) return false;
       const fire = () => {
         if (!repeat) call.timers.delete(id);
         runTimed(call, 'fire', id);
@@ -1780,30 +1908,20 @@ function hostCallbacks(call) {
       call.timers.delete(id);
     }
   };
+  // Only records the outcome (checked and written by deliver, after the run).
   const done = (kind, a, b) => {
     try {
-      if (call.finished) return;
+      if (call.outcome !== null) return;
       if (kind === 'ok' && typeof a === 'string') {
-        try {
-          hostParse(a); // never send a frame that is not JSON
-        } catch {
-          finish(call, { code: 'RUNTIME_ERROR', message: 'the return value could not be turned into JSON' });
-          return;
-        }
-        const bytes = Buffer.byteLength(a, 'utf8');
-        if (bytes + 256 > call.maxResultBytes) {
-          finish(call, { code: 'RUNTIME_ERROR', message: `SerializationError: the return value is too large (${bytes} bytes of JSON, over ${call.maxResultBytes} bytes)` });
-          return;
-        }
         finish(call, { ok: true, valueJson: a });
       } else if (kind === 'error') {
         finish(call, { code: 'RUNTIME_ERROR', message: typeof a === 'string' ? a : 'Uncaught error', stack: typeof b === 'string' ? b : '' });
       } else if (kind === 'serialize' || kind === 'missing') {
         finish(call, { code: 'RUNTIME_ERROR', message: typeof a === 'string' ? a : 'runtime error' });
       }
-    } catch (e) {
-      process.stderr.write(`kiln codelet harness: ${describeHostError(e)}\n`);
-      process.exit(3);
+    } catch {
+      // (a stack overflow on the way in, say): still one answer
+      if (call.outcome === null) call.outcome = { code: 'RUNTIME_ERROR', message: 'internal harness error' };
     }
   };
   const url = (op, a, b, c) => {
@@ -1826,7 +1944,17 @@ function hostCallbacks(call) {
       return '';
     }
   };
-  return [log, drop, violate, timer, clear, done, url];
+  // A FinalizationRegistry callback is due: it is called in a timed run of its own.
+  const finalize = () => {
+    try {
+      if (call.outcome !== null || call.finalizeTimer !== null) return;
+      call.finalizeTimer = setImmediate(() => {
+        call.finalizeTimer = null;
+        runTimed(call, 'finalize');
+      });
+    } catch { /* the deadline still ends the call */ }
+  };
+  return [log, drop, violate, timer, clear, done, url, finalize];
 }
 
 // A module's syntax error carries no position through vm's API: find the first line whose prefix
@@ -1875,12 +2003,15 @@ async function runCodelet(frame) {
     maxResultBytes: typeof frame.maxResultBytes === 'number' && Number.isFinite(frame.maxResultBytes) && frame.maxResultBytes >= 1024
       ? Math.floor(frame.maxResultBytes) : DEFAULT_MAX_RESULT_BYTES,
     deadline: now() + timeoutMs,
-    finished: false,
+    outcome: null, // what the result frame says, decided once
+    written: false, // the result frame has been written
+    depth: 0, // > 0 while the codelet's code may run (a timed run, the module's evaluation)
     sent: 0,
     dropped: 0,
     violation: null,
     timers: new Map(),
     deadlineTimer: null,
+    finalizeTimer: null,
     context: null,
     api: null,
     runScript: null,
@@ -1939,7 +2070,7 @@ async function runCodelet(frame) {
       identifier: CODELET_ID,
       importModuleDynamically(specifier) {
         const message = `import(${hostStringify(String(specifier))}) is not allowed in a codelet: a codelet cannot load modules`;
-        if (!call.finished) {
+        if (call.outcome === null) {
           call.violation = message;
           finish(call, { code: 'POLICY_VIOLATION', message });
         }
@@ -1973,26 +2104,33 @@ async function runCodelet(frame) {
     finish(call, { code: 'POLICY_VIOLATION', message: 'a codelet cannot load modules' });
     return;
   }
-  if (call.finished) return;
+  if (call.outcome !== null) return;
 
   const remaining = call.deadline - now();
   if (remaining <= 0) { finishTimeout(call); return; }
   // With its own microtask queue, the module's evaluation promise settles when the context's queue
   // is next drained: by the no-op run just below, or by a timer's run for a top-level await.
   let evaluation;
+  call.depth++;
   try {
-    evaluation = module.evaluate({ timeout: Math.max(1, Math.ceil(remaining)) });
+    evaluation = module.evaluate({ timeout: Math.max(1, Math.ceil(remaining)), breakOnSigint: true });
   } catch (e) {
     evaluation = Promise.reject(e);
+  } finally {
+    call.depth--;
   }
   evaluation.then(() => {
-    if (call.finished) return;
+    if (call.outcome !== null) return;
     runTimed(call, 'start', module.namespace, exportName, hostStringify(input));
   }, (e) => {
-    if (call.finished) return;
+    if (call.outcome !== null) return;
     if (isTimeout(call, e)) finishTimeout(call);
     else runTimed(call, 'fail', e);
   });
+  if (call.outcome !== null) {
+    deliver(call);
+    return;
+  }
   runTimed(call, 'noop');
 }
 

@@ -27,6 +27,104 @@ import vm from 'node:vm';
 import { spawnSync } from 'node:child_process';
 import { createRequire, Module } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { types } from 'node:util';
+
+// What the harness uses once the user's code has run, captured before it loads: the code shares
+// this realm and may replace or patch any built-in (JSON.stringify, Object.prototype.toJSON, a
+// setter on Object.prototype, Buffer, TextDecoder, process.exit, …) without changing a frame.
+const JSONStringify = JSON.stringify;
+const JSONParse = JSON.parse;
+const ObjectKeys = Object.keys;
+const ObjectGetPrototypeOf = Object.getPrototypeOf;
+const ObjectPrototypeToString = Object.prototype.toString;
+const ObjectHasOwn = Object.hasOwn;
+const ObjectDefineProperty = Object.defineProperty;
+const ObjectSetPrototypeOf = Object.setPrototypeOf;
+const ReflectApply = Reflect.apply;
+const ReflectConstruct = Reflect.construct;
+const ArrayIsArray = Array.isArray;
+const NumberCtor = Number;
+const MathMax = Math.max;
+const MathFloor = Math.floor;
+const NumberIsFinite = Number.isFinite;
+const NumberPrototypeValueOf = Number.prototype.valueOf;
+const StringCtor = String;
+const StringPrototypeValueOf = String.prototype.valueOf;
+const BooleanPrototypeValueOf = Boolean.prototype.valueOf;
+const BigIntPrototypeValueOf = BigInt.prototype.valueOf;
+const SymbolPrototypeToString = Symbol.prototype.toString;
+const SymbolPrototypeValueOf = Symbol.prototype.valueOf;
+const StringPrototypeIsWellFormed = String.prototype.isWellFormed;
+const StringPrototypeToWellFormed = String.prototype.toWellFormed;
+const StringPrototypeSlice = String.prototype.slice;
+const StringPrototypeIndexOf = String.prototype.indexOf;
+const StringPrototypeLastIndexOf = String.prototype.lastIndexOf;
+const StringPrototypeIncludes = String.prototype.includes;
+const StringPrototypeCharCodeAt = String.prototype.charCodeAt;
+const RegExpPrototypeExec = RegExp.prototype.exec;
+const SymbolIterator = Symbol.iterator;
+const ErrorCtor = Error;
+const SyntaxErrorCtor = SyntaxError;
+const RangeErrorCtor = RangeError;
+const PromiseCtor = Promise;
+const PromisePrototypeThen = Promise.prototype.then;
+const WeakSetCtor = WeakSet;
+const WeakSetPrototypeAdd = WeakSet.prototype.add;
+const WeakSetPrototypeHas = WeakSet.prototype.has;
+const WeakRefCtor = WeakRef;
+const WeakRefPrototypeDeref = WeakRef.prototype.deref;
+const MapPrototypeForEach = Map.prototype.forEach;
+const SetPrototypeForEach = Set.prototype.forEach;
+const SetCtor = Set;
+const SetPrototypeAdd = Set.prototype.add;
+const SetPrototypeHas = Set.prototype.has;
+const SetPrototypeDelete = Set.prototype.delete;
+const DatePrototypeGetTime = Date.prototype.getTime;
+const DatePrototypeToISOString = Date.prototype.toISOString;
+const Uint8ArrayCtor = Uint8Array;
+const TypedArrayPrototype = Object.getPrototypeOf(Uint8Array.prototype);
+const getter = (proto, name) => Object.getOwnPropertyDescriptor(proto, name).get;
+const TypedArrayLength = getter(TypedArrayPrototype, 'length');
+const TypedArrayBuffer = getter(TypedArrayPrototype, 'buffer');
+const TypedArrayByteOffset = getter(TypedArrayPrototype, 'byteOffset');
+const TypedArrayByteLength = getter(TypedArrayPrototype, 'byteLength');
+const TypedArrayPrototypeSubarray = TypedArrayPrototype.subarray;
+const TypedArrayPrototypeSet = TypedArrayPrototype.set;
+const DataViewBuffer = getter(DataView.prototype, 'buffer');
+const DataViewByteOffset = getter(DataView.prototype, 'byteOffset');
+const DataViewByteLength = getter(DataView.prototype, 'byteLength');
+const BufferFrom = Buffer.from;
+const BufferConcat = Buffer.concat;
+const BufferByteLength = Buffer.byteLength;
+const BufferAllocUnsafe = Buffer.allocUnsafe;
+const BufferBase64Slice = Buffer.prototype.base64Slice;
+const TextDecoderDecode = TextDecoder.prototype.decode;
+const bytesDecoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const frameDecoder = new TextDecoder('utf-8', { fatal: true });
+const AtomicsWait = Atomics.wait;
+const pauseCell = new Int32Array(new SharedArrayBuffer(4));
+const hostSetTimeout = setTimeout;
+const hostClearTimeout = clearTimeout;
+const fsWriteSync = fs.writeSync;
+const fsFstatSync = fs.fstatSync;
+const reallyExit = typeof process.reallyExit === 'function' ? process.reallyExit : process.exit;
+const exitProcess = (code) => ReflectApply(reallyExit, process, [code]);
+const { isProxy, isDate, isMap, isSet, isPromise, isRegExp, isNativeError, isBoxedPrimitive, isAnyArrayBuffer,
+  isDataView, isTypedArray, isUint8Array, isWeakMap, isWeakSet } = types;
+const stdoutStream = process.stdout;
+const stderrStream = process.stderr;
+
+const strSlice = (s, a, b) => ReflectApply(StringPrototypeSlice, s, [a, b]);
+const strIndexOf = (s, x, from) => ReflectApply(StringPrototypeIndexOf, s, [x, from]);
+const strIncludes = (s, x) => ReflectApply(StringPrototypeIncludes, s, [x]);
+const wellFormed = (s) => ReflectApply(StringPrototypeToWellFormed, s, []);
+const isWellFormed = (s) => ReflectApply(StringPrototypeIsWellFormed, s, []);
+const matches = (re, s) => ReflectApply(RegExpPrototypeExec, re, [s]) !== null;
+// An own data property, whatever setters the prototypes have.
+const define = (obj, key, value) => ObjectDefineProperty(obj, key, { __proto__: null, value, writable: true, enumerable: true, configurable: true });
+// A null-prototype list: an index setter on Array.prototype cannot reach it.
+const newList = () => ({ __proto__: null, length: 0 });
+const listPush = (list, v) => { list[list.length] = v; list.length++; };
 
 // Dynamic import() in CommonJS code needs vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER, which
 // Node 20 calls experimental: its warning would land in the user's stderr.
@@ -44,11 +142,25 @@ const PRISTINE_GLOBALS = new Set(Reflect.ownKeys(globalThis));
 // ------------------------------------------------------------------------------------------------
 // Errors the harness reports itself
 
+// The harness's own errors, told apart without touching a thrown value (which may be a Proxy).
+const callErrors = new WeakSetCtor();
+const isCallError = (e) => ReflectApply(WeakSetPrototypeHas, callErrors, [e]);
+
 class CallError extends Error {
   constructor(type, message, stack = '') {
     super(message);
-    this.type = type;
-    this.detail = { message, type, stack };
+    define(this, 'type', type);
+    define(this, 'detail', { __proto__: null, message, type, stack });
+    ReflectApply(WeakSetPrototypeAdd, callErrors, [this]);
+  }
+}
+
+// `e instanceof C` that cannot throw (a revoked Proxy, a throwing getPrototypeOf trap).
+function isInstance(e, C) {
+  try {
+    return e !== null && typeof e === 'object' && !isProxy(e) && e instanceof C;
+  } catch {
+    return false;
   }
 }
 
@@ -441,7 +553,7 @@ function bind(fn, fname, args, kwargs, schema) {
   try {
     return { callArgs: bindInferred(sig, fname, args, kwargs), source: 'inferred', isClass };
   } catch (e) {
-    if (e instanceof CallError) e.source = 'inferred';
+    if (isCallError(e)) define(e, 'source', 'inferred');
     throw e;
   }
 }
@@ -532,7 +644,7 @@ function scanModule(src) {
 }
 
 function isModuleSyntaxError(e) {
-  return e instanceof SyntaxError && /Cannot use import statement|Unexpected token 'export'|import\.meta|await is only valid|Cannot use 'import\.meta'/.test(e.message);
+  return isInstance(e, SyntaxErrorCtor) && /Cannot use import statement|Unexpected token 'export'|import\.meta|await is only valid|Cannot use 'import\.meta'/.test(e.message);
 }
 
 function syntaxLine(text) {
@@ -542,7 +654,7 @@ function syntaxLine(text) {
 
 function loadError(e, line) {
   const error = describeThrown(e);
-  if (e instanceof SyntaxError) {
+  if (isInstance(e, SyntaxErrorCtor)) {
     const at = line ?? syntaxLine(e.stack);
     if (at !== null) error.message = `${error.message} (line ${at})`;
   }
@@ -656,9 +768,9 @@ async function importModule(file, content) {
       lastError = e;
       // An export the appended line got wrong fails at link time, before any code runs: retry
       // without it.
-      if (names.length && e instanceof SyntaxError && /Duplicate export|is not defined in module/.test(e.message)) continue;
+      if (names.length && isInstance(e, SyntaxErrorCtor) && /Duplicate export|is not defined in module/.test(e.message)) continue;
       const error = loadError(e);
-      if (e instanceof SyntaxError && !/^\S*:\d+\n/.test(e.stack || '')) {
+      if (isInstance(e, SyntaxErrorCtor) && !/^\S*:\d+\n/.test(e.stack || '')) {
         const check = checkSyntax(target);
         if (check) {
           error.detail.message = `${describeThrown(e).message} (line ${check.line})`;
@@ -716,54 +828,108 @@ function find(record, name) {
 // ------------------------------------------------------------------------------------------------
 // Results
 
-class Unserializable extends Error {}
+// The value is written straight to JSON text by the rules of docs/functions.md ("Results"), with
+// the built-ins captured above: a `toJSON` the value has (its own or inherited) is part of its
+// conversion, as with JSON.stringify, but nothing the code patches reaches the frame around it.
+
+const unserializables = new WeakSetCtor();
+function unserializable(message) {
+  const e = new ErrorCtor(message);
+  ReflectApply(WeakSetPrototypeAdd, unserializables, [e]);
+  return e;
+}
+const isUnserializable = (e) => ReflectApply(WeakSetPrototypeHas, unserializables, [e]);
+
+function constructorName(v) {
+  try {
+    const proto = ObjectGetPrototypeOf(v);
+    const ctor = proto === null ? undefined : proto.constructor;
+    const name = ctor === undefined || ctor === null ? '' : ctor.name;
+    return typeof name === 'string' ? name : '';
+  } catch {
+    return '';
+  }
+}
 
 function describeValue(v) {
   if (v === null) return 'null';
   switch (typeof v) {
-    case 'function': return /^class\b/.test(safeSource(v)) ? `a class (${v.name || 'anonymous'})` : `a function (${v.name || 'anonymous'})`;
-    case 'symbol': return `a Symbol (${v.toString()})`;
+    case 'function': return matches(/^class\b/, safeSource(v)) ? `a class (${functionName(v) || 'anonymous'})` : `a function (${functionName(v) || 'anonymous'})`;
+    case 'symbol': return `a Symbol (${ReflectApply(SymbolPrototypeToString, v, [])})`;
     case 'bigint': return `a BigInt (${v}n)`;
-    case 'number': return Number.isNaN(v) ? 'NaN' : String(v);
+    case 'number': return v !== v ? 'NaN' : StringCtor(v);
     case 'object': {
-      let name = '';
-      try {
-        name = Object.getPrototypeOf(v)?.constructor?.name || '';
-        if (!name || name === 'Object') name = Object.prototype.toString.call(v).slice(8, -1);
-      } catch {}
-      return name && name !== 'Object' ? `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}` : 'an object';
+      let name = constructorName(v);
+      if (!name || name === 'Object') {
+        try {
+          name = strSlice(ReflectApply(ObjectPrototypeToString, v, []), 8, -1);
+        } catch {
+          name = '';
+        }
+      }
+      return name && name !== 'Object' ? `${matches(/^[AEIOU]/, name) ? 'an' : 'a'} ${name}` : 'an object';
     }
     default: return `a ${typeof v}`;
   }
 }
 
-const fail = (value, at, why = 'which has no JSON form') => {
-  throw new Unserializable(`the result contains ${describeValue(value)} at ${at}, ${why}`);
-};
-
-function bytesValue(u8) {
+function functionName(fn) {
   try {
-    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(u8);
+    const name = fn.name;
+    return typeof name === 'string' ? name : '';
   } catch {
-    return { $base64: Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength).toString('base64') };
+    return '';
   }
 }
 
-const propertyPath = (at, key) => (/^[A-Za-z_$][\w$]*$/.test(key) ? `${at}.${key}` : `${at}[${JSON.stringify(key)}]`);
+const fail = (value, at, why = 'which has no JSON form') => {
+  throw unserializable(`the result contains ${describeValue(value)} at ${at}, ${why}`);
+};
+
+// The plain tree: null-prototype objects and arrays, strings, finite numbers, booleans and null.
+// No toJSON, getter or setter can be reached in it, so the captured JSON.stringify turns it into
+// text that nothing the code patched has a say in.
+const plainObject = () => ({ __proto__: null });
+function plainArray() {
+  const a = [];
+  ObjectSetPrototypeOf(a, null);
+  return a;
+}
+
+function checkString(s, at, key) {
+  if (!isWellFormed(s)) {
+    throw unserializable(key
+      ? `the result contains a lone surrogate in a key at ${at}, which has no UTF-8 form`
+      : `the result contains a lone surrogate at ${at}, a string that has no UTF-8 form`);
+  }
+  return s;
+}
+
+function bytesValue(u8) {
+  let text = null;
+  try {
+    text = ReflectApply(TextDecoderDecode, bytesDecoder, [u8]);
+  } catch {}
+  if (typeof text === 'string') return text;
+  const out = plainObject();
+  out.$base64 = ReflectApply(BufferBase64Slice, u8, []);
+  return out;
+}
+
+const IDENT = /^[A-Za-z_$][\w$]*$/;
+const propertyPath = (at, key) => (matches(IDENT, key) ? `${at}.${key}` : `${at}[${JSONStringify(key)}]`);
 
 function toPlain(value, at, depth, active) {
   switch (typeof value) {
     case 'undefined': return null;
     case 'boolean': return value;
-    case 'string':
-      if (typeof value.isWellFormed === 'function' && !value.isWellFormed()) fail(value, at, 'a string with a lone surrogate, which has no UTF-8 form');
-      return value;
+    case 'string': return checkString(value, at, false);
     case 'number':
-      if (!Number.isFinite(value)) fail(value, at);
+      if (!NumberIsFinite(value)) fail(value, at);
       return value === 0 ? 0 : value;
     case 'bigint':
-      if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) fail(value, at, 'beyond the safe integer range of JSON numbers');
-      return Number(value);
+      if (value > 9007199254740991n || value < -9007199254740991n) fail(value, at, 'beyond the safe integer range of JSON numbers');
+      return NumberCtor(value);
     case 'symbol':
     case 'function':
       return fail(value, at);
@@ -771,129 +937,245 @@ function toPlain(value, at, depth, active) {
       break;
   }
   if (value === null) return null;
-  if (depth >= MAX_DEPTH) throw new Unserializable(`the result is nested deeper than ${MAX_DEPTH} levels at ${at}`);
-  if (active.has(value)) throw new Unserializable(`the result contains a cycle: ${at} (${describeValue(value)}) contains itself`);
-  active.add(value);
+  if (depth >= MAX_DEPTH) throw unserializable(`the result is nested deeper than ${MAX_DEPTH} levels at ${at}`);
+  if (ReflectApply(SetPrototypeHas, active, [value])) throw unserializable(`the result contains a cycle: ${at} (${describeValue(value)}) contains itself`);
+  ReflectApply(SetPrototypeAdd, active, [value]);
   try {
     return containerToPlain(value, at, depth, active);
   } finally {
-    active.delete(value);
+    ReflectApply(SetPrototypeDelete, active, [value]);
+  }
+}
+
+function boxedValue(v) {
+  const checks = [NumberPrototypeValueOf, StringPrototypeValueOf, BooleanPrototypeValueOf, BigIntPrototypeValueOf, SymbolPrototypeValueOf];
+  for (let i = 0; i < 5; i++) {
+    try {
+      return ReflectApply(checks[i], v, []);
+    } catch {}
+  }
+  return undefined;
+}
+
+function isWeakRef(v) {
+  if (!isInstance(v, WeakRefCtor)) return false;
+  try {
+    ReflectApply(WeakRefPrototypeDeref, v, []);
+    return true;
+  } catch {
+    return false;
   }
 }
 
 function containerToPlain(value, at, depth, active) {
   const next = (v, where) => toPlain(v, where, depth + 1, active);
-  if (value instanceof Date) {
-    if (Number.isNaN(value.getTime())) fail(value, at, 'an invalid Date');
-    return value.toISOString();
-  }
-  if (value instanceof Uint8Array) return bytesValue(value);
-  if (typeof value.toJSON === 'function') return next(value.toJSON(), `${at}.toJSON()`);
-  if (value instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && value instanceof SharedArrayBuffer)) return bytesValue(new Uint8Array(value));
-  if (value instanceof DataView) return bytesValue(new Uint8Array(value.buffer, value.byteOffset, value.byteLength));
-  if (ArrayBuffer.isView(value)) return Array.from(value, (v, i) => next(v, `${at}[${i}]`));
-  if (Array.isArray(value)) {
-    const out = new Array(value.length);
-    for (let i = 0; i < value.length; i++) out[i] = next(value[i], `${at}[${i}]`);
+  const items = (list, n) => {
+    const out = plainArray();
+    for (let i = 0; i < n; i++) out[i] = next(list[i], `${at}[${i}]`);
     return out;
+  };
+  if (isDate(value)) {
+    const time = ReflectApply(DatePrototypeGetTime, value, []);
+    if (time !== time) fail(value, at, 'an invalid Date');
+    return ReflectApply(DatePrototypeToISOString, value, []);
   }
-  if (value instanceof Map) {
-    const out = {};
-    for (const [k, v] of value) {
-      const key = typeof k === 'string' ? k : typeof k === 'symbol' ? k.toString() : String(k);
-      Object.defineProperty(out, key, { value: next(v, `${at}.get(${JSON.stringify(key)})`), enumerable: true, writable: true, configurable: true });
+  if (isUint8Array(value)) return bytesValue(value);
+  if (typeof value.toJSON === 'function') return next(value.toJSON(), `${at}.toJSON()`);
+  if (isAnyArrayBuffer(value)) return bytesValue(new Uint8ArrayCtor(value));
+  if (isDataView(value)) {
+    return bytesValue(new Uint8ArrayCtor(ReflectApply(DataViewBuffer, value, []), ReflectApply(DataViewByteOffset, value, []), ReflectApply(DataViewByteLength, value, [])));
+  }
+  if (isTypedArray(value)) return items(value, ReflectApply(TypedArrayLength, value, []));
+  if (ArrayIsArray(value)) return items(value, value.length);
+  if (isMap(value)) {
+    // Keys become strings; two that give the same string are one key (the last value wins).
+    const list = newList();
+    ReflectApply(MapPrototypeForEach, value, [(v, k) => { listPush(list, k); listPush(list, v); }]);
+    const out = plainObject();
+    for (let i = 0; i < list.length; i += 2) {
+      const k = list[i];
+      const key = typeof k === 'string' ? k : typeof k === 'symbol' ? ReflectApply(SymbolPrototypeToString, k, []) : StringCtor(k);
+      const where = `${at}.get(${JSONStringify(key)})`;
+      out[checkString(key, where, true)] = next(list[i + 1], where);
     }
     return out;
   }
-  if (value instanceof Set) return Array.from(value, (v, i) => next(v, `${at}[${i}]`));
-  if (value instanceof Promise) fail(value, at, 'a promise inside the result (only the result itself is awaited)');
-  if (value instanceof WeakMap || value instanceof WeakSet || (typeof WeakRef !== 'undefined' && value instanceof WeakRef)) fail(value, at);
-  if (value instanceof RegExp) return String(value);
-  if (value instanceof Number || value instanceof String || value instanceof Boolean) return next(value.valueOf(), at);
-  if (value instanceof Error) {
-    const out = { name: String(value.name), message: String(value.message) };
-    for (const key of Object.keys(value)) out[key] = next(value[key], propertyPath(at, key));
+  if (isSet(value)) {
+    const list = newList();
+    ReflectApply(SetPrototypeForEach, value, [(v) => { listPush(list, v); }]);
+    return items(list, list.length);
+  }
+  if (isPromise(value)) fail(value, at, 'a promise inside the result (only the result itself is awaited)');
+  if (isWeakMap(value) || isWeakSet(value) || isWeakRef(value)) fail(value, at);
+  if (isRegExp(value)) return checkString(StringCtor(value), at, false);
+  if (isBoxedPrimitive(value)) return next(boxedValue(value), at);
+  if (isNativeError(value) || isInstance(value, ErrorCtor)) {
+    const out = plainObject();
+    out.name = checkString(StringCtor(value.name), propertyPath(at, 'name'), false);
+    out.message = checkString(StringCtor(value.message), propertyPath(at, 'message'), false);
+    const keys = ObjectKeys(value);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i];
+      const where = propertyPath(at, key);
+      out[checkString(key, where, true)] = next(value[key], where);
+    }
     return out;
   }
-  if (typeof value[Symbol.iterator] === 'function') {
-    const out = [];
-    let iterator;
+  if (typeof value[SymbolIterator] === 'function') {
+    const list = newList();
     try {
-      iterator = value[Symbol.iterator]();
+      const iterator = value[SymbolIterator]();
       for (;;) {
         const step = iterator.next();
         if (step.done) break;
-        out.push(step.value);
+        listPush(list, step.value);
       }
     } catch (e) {
-      throw new Unserializable(`the result is ${describeValue(value)} that threw ${describeThrown(e).type} while it was turned into JSON: ${describeThrown(e).message}`);
+      const d = describeThrown(e);
+      throw unserializable(`the result is ${describeValue(value)} that threw ${d.type} while it was turned into JSON: ${d.message}`);
     }
-    return out.map((v, i) => next(v, `${at}[${i}]`));
+    return items(list, list.length);
   }
-  const out = {};
-  for (const key of Object.keys(value)) {
+  const keys = ObjectKeys(value);
+  const out = plainObject();
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i];
     let v;
     try {
       v = value[key];
     } catch (e) {
-      throw new Unserializable(`reading ${propertyPath(at, key)} of the result threw ${describeThrown(e).type}: ${describeThrown(e).message}`);
+      const d = describeThrown(e);
+      throw unserializable(`reading ${propertyPath(at, key)} of the result threw ${d.type}: ${d.message}`);
     }
     if (v === undefined) continue;
-    Object.defineProperty(out, key, { value: next(v, propertyPath(at, key)), enumerable: true, writable: true, configurable: true });
+    const where = propertyPath(at, key);
+    out[checkString(key, where, true)] = next(v, where);
   }
   return out;
 }
 
+// The result's JSON text and its UTF-8 bytes.
 function serialize(value) {
+  let tree;
   try {
-    return toPlain(value, 'result', 0, new Set());
+    tree = toPlain(value, 'result', 0, new SetCtor());
   } catch (e) {
-    if (e instanceof Unserializable) throw new CallError('SerializationError', e.message);
-    if (e instanceof RangeError) throw new CallError('SerializationError', 'the result is nested too deeply to turn into JSON');
+    if (isUnserializable(e)) throw new CallError('SerializationError', e.message);
+    if (isInstance(e, RangeErrorCtor) && matches(/call stack/, safeMessage(e))) {
+      throw new CallError('SerializationError', 'the result is nested too deeply to turn into JSON');
+    }
     const d = describeThrown(e);
     throw new CallError('SerializationError', `turning the result into JSON failed: ${d.type}: ${d.message}`);
+  }
+  let text;
+  try {
+    text = JSONStringify(tree);
+  } catch {
+    throw new CallError('SerializationError', 'the result is more JSON than a string can hold');
+  }
+  return { __proto__: null, text, bytes: BufferByteLength(text, 'utf8') };
+}
+
+function safeMessage(e) {
+  try {
+    const m = e.message;
+    return typeof m === 'string' ? m : '';
+  } catch {
+    return '';
   }
 }
 
 // ------------------------------------------------------------------------------------------------
 // Errors thrown by the user's code
 
+const MAX_ERROR_BYTES = 64 * 1024; // UTF-8 bytes of an error's message, type and stack each
+const TRUNCATED = ' … [truncated]';
+
+// Cuts `s` to `limit` bytes of UTF-8 (marker included) without splitting a code point.
+function truncateUtf8(s, limit) {
+  if (s.length * 3 <= limit || BufferByteLength(s, 'utf8') <= limit) return s;
+  const budget = limit - BufferByteLength(TRUNCATED, 'utf8');
+  let bytes = 0;
+  let i = 0;
+  while (i < s.length) {
+    const c = ReflectApply(StringPrototypeCharCodeAt, s, [i]);
+    let w = 1;
+    let step = 1;
+    if (c >= 0x80) {
+      if (c < 0x800) w = 2;
+      else if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length && (ReflectApply(StringPrototypeCharCodeAt, s, [i + 1]) & 0xfc00) === 0xdc00) { w = 4; step = 2; }
+      else w = 3;
+    }
+    if (bytes + w > budget) break;
+    bytes += w;
+    i += step;
+  }
+  return strSlice(s, 0, i) + TRUNCATED;
+}
+
+// A bounded prefix of a long text, cut at a line or word within its last 4 KiB when it can be.
+function prefix(s, n) {
+  if (s.length <= n) return s;
+  let t = strSlice(s, 0, n);
+  const cut = MathMax(ReflectApply(StringPrototypeLastIndexOf, t, ['\n']), ReflectApply(StringPrototypeLastIndexOf, t, [' ']));
+  if (cut > n - 4096) t = strSlice(t, 0, cut);
+  return t + TRUNCATED;
+}
+
+// Text for a frame: a string, lone surrogates as U+FFFD, at most 64 KiB of UTF-8.
+function frameText(s, limit = MAX_ERROR_BYTES) {
+  const text = typeof s === 'string' ? s : '';
+  return truncateUtf8(wellFormed(prefix(text, 4 * limit)), limit);
+}
+
 function cleanStack(stack) {
   if (typeof stack !== 'string') return '';
-  return stack
-    .split('\n')
-    .filter((line) => !line.includes(HARNESS_FILE) && !line.includes(HARNESS_URL) && !line.includes('node:internal/vm'))
-    .join('\n');
+  const text = prefix(stack, 4 * MAX_ERROR_BYTES);
+  let out = '';
+  let first = true;
+  let at = 0;
+  while (at <= text.length) {
+    let end = strIndexOf(text, '\n', at);
+    if (end < 0) end = text.length;
+    const line = strSlice(text, at, end);
+    at = end + 1;
+    if (strIncludes(line, HARNESS_FILE) || strIncludes(line, HARNESS_URL) || strIncludes(line, 'node:internal')) continue;
+    out += (first ? '' : '\n') + line;
+    first = false;
+  }
+  return out;
 }
 
 function describeThrown(e) {
-  if (e instanceof CallError) return { ...e.detail };
+  if (isCallError(e)) return { __proto__: null, ...e.detail };
   if (e !== null && typeof e === 'object') {
     let type = '';
     try {
-      type = typeof e.name === 'string' && e.name ? e.name : '';
-      if (!type) type = Object.getPrototypeOf(e)?.constructor?.name || '';
+      const name = e.name;
+      type = typeof name === 'string' && name ? name : '';
     } catch {}
+    if (!type) type = constructorName(e);
     if (!type || type === 'Object') type = 'Error';
     let message;
     try {
-      message = 'message' in e ? String(e.message) : JSON.stringify(e);
+      message = 'message' in e ? StringCtor(e.message) : JSONStringify(e);
     } catch {
       message = describeValue(e);
     }
+    if (typeof message !== 'string') message = message === undefined ? '' : describeValue(e);
     let stack = '';
     try {
       stack = cleanStack(e.stack);
     } catch {}
-    return { message: message ?? '', type, stack };
+    return { __proto__: null, message, type, stack };
   }
   let message;
   try {
-    message = typeof e === 'symbol' ? e.toString() : String(e);
+    message = typeof e === 'symbol' ? ReflectApply(SymbolPrototypeToString, e, []) : StringCtor(e);
   } catch {
     message = describeValue(e);
   }
-  return { message, type: 'Error', stack: '' };
+  return { __proto__: null, message, type: 'Error', stack: '' };
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -901,45 +1183,77 @@ function describeThrown(e) {
 
 let abortCurrent = null;
 
+// Outside a call (code the last one left running), what nobody caught goes to stderr.
+function reportStray(what, e) {
+  try {
+    const d = describeThrown(e);
+    stderrStream.write(`${what} ${d.stack || `${d.type}: ${d.message}`}\n`);
+  } catch {}
+}
 process.on('uncaughtException', (e) => {
   if (abortCurrent) abortCurrent(e);
-  else process.stderr.write(`Uncaught ${e && e.stack ? e.stack : String(e)}\n`);
+  else reportStray('Uncaught', e);
 });
 process.on('unhandledRejection', (e) => {
   if (abortCurrent) abortCurrent(e);
-  else process.stderr.write(`Unhandled rejection: ${e && e.stack ? e.stack : String(e)}\n`);
+  else reportStray('Unhandled rejection:', e);
 });
 
-async function invoke(found, isClass, callArgs) {
-  const aborted = new Promise((_, reject) => {
-    abortCurrent = reject;
-  });
-  try {
-    const run = (async () => {
-      const value = isClass ? Reflect.construct(found.value, callArgs) : Reflect.apply(found.value, found.self, callArgs);
-      return await value;
-    })();
-    return await Promise.race([run, aborted]);
-  } finally {
+// The call's value, or its failure: an exception, a rejection, or an uncaught exception or
+// unhandled rejection while it runs.
+function invoke(found, isClass, callArgs) {
+  let settled = false;
+  let settleWith = null;
+  const early = newList(); // what arrives before the promise below exists
+  const settle = (ok) => (v) => {
+    if (settled) return;
+    settled = true;
     abortCurrent = null;
-  }
+    if (settleWith !== null) settleWith(ok, v);
+    else { early[0] = ok; early[1] = v; early.length = 2; }
+  };
+  abortCurrent = settle(false);
+  const run = (async () => {
+    const value = isClass ? ReflectConstruct(found.value, callArgs) : ReflectApply(found.value, found.self, callArgs);
+    return await value;
+  })();
+  ReflectApply(PromisePrototypeThen, run, [settle(true), settle(false)]);
+  return new PromiseCtor((resolve, reject) => {
+    settleWith = (ok, v) => (ok ? resolve(v) : reject(v));
+    if (early.length) settleWith(early[0], early[1]);
+  });
 }
 
+const DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024; // Kiln's default frame limit
+
+const own = (obj, key) => (obj !== null && typeof obj === 'object' && ObjectHasOwn(obj, key) ? obj[key] : undefined);
+
 async function handle(frame) {
-  const reply = { v: 1, id: frame.id ?? null, type: 'result' };
-  const schema = frame.schema ?? null;
-  let source = schema !== null ? 'schema' : 'convention';
+  const rawId = own(frame, 'id');
+  const maxBytes = own(frame, 'maxResultBytes');
+  const reply = {
+    __proto__: null,
+    id: typeof rawId === 'string' || (typeof rawId === 'number' && NumberIsFinite(rawId)) ? rawId : null,
+    limit: typeof maxBytes === 'number' && NumberIsFinite(maxBytes) && maxBytes >= 1024 ? MathFloor(maxBytes) : DEFAULT_MAX_RESULT_BYTES,
+    success: false,
+    resultText: null,
+    error: null,
+    source: 'convention',
+  };
+  const schema = own(frame, 'schema') ?? null;
+  reply.source = schema !== null ? 'schema' : 'convention';
   try {
-    if ((frame.v ?? 1) !== 1) throw new CallError('ProtocolError', `unsupported protocol version ${JSON.stringify(frame.v)}`);
-    const args = frame.args ?? [];
-    const kwargs = frame.kwargs ?? {};
-    if (!Array.isArray(args)) throw argumentError('args is not a list');
-    if (kwargs === null || typeof kwargs !== 'object' || Array.isArray(kwargs)) throw argumentError('kwargs is not an object');
-    const name = frame.function;
-    const record = await load(frame.file || '/tmp/.kiln/user_code.js');
+    const v = own(frame, 'v') ?? 1;
+    if (v !== 1) throw new CallError('ProtocolError', `unsupported protocol version ${JSONStringify(typeof v === 'object' ? null : v)}`);
+    const args = own(frame, 'args') ?? [];
+    const kwargs = own(frame, 'kwargs') ?? {};
+    if (!ArrayIsArray(args)) throw argumentError('args is not a list');
+    if (kwargs === null || typeof kwargs !== 'object' || ArrayIsArray(kwargs)) throw argumentError('kwargs is not an object');
+    const name = own(frame, 'function');
+    const record = await load(own(frame, 'file') || '/tmp/.kiln/user_code.js');
     const found = find(record, name);
     const bound = bind(found.value, name, args, kwargs, schema);
-    source = bound.source;
+    reply.source = bound.source;
     let value;
     try {
       value = await invoke(found, bound.isClass, bound.callArgs);
@@ -947,21 +1261,37 @@ async function handle(frame) {
       const d = describeThrown(e);
       throw new CallError(d.type, d.message, d.stack);
     }
+    const { text, bytes } = serialize(value);
+    const envelope = BufferByteLength(resultFrame({ __proto__: null, ...reply, success: true, resultText: '' }), 'utf8');
+    if (bytes + envelope > reply.limit) {
+      throw new CallError('SerializationError', `the result is ${bytes} bytes of JSON, over the limit of ${reply.limit} bytes for a result frame`);
+    }
     reply.success = true;
-    reply.result = serialize(value);
+    reply.resultText = text;
   } catch (e) {
-    if (e instanceof CallError && e.source) source = e.source;
     reply.success = false;
-    if (e instanceof CallError) {
+    reply.resultText = null;
+    if (isCallError(e)) {
+      const source = own(e, 'source');
+      if (typeof source === 'string') reply.source = source;
       reply.error = describeThrown(e);
     } else { // a fault of the harness itself: still one answer
       const d = describeThrown(e);
-      reply.error = { message: `the harness failed: ${d.type}: ${d.message}`, type: 'InternalError', stack: '' };
+      reply.error = { __proto__: null, message: `the harness failed: ${d.type}: ${d.message}`, type: 'InternalError', stack: '' };
     }
-    delete reply.result;
   }
-  reply.signatureSource = source;
   return reply;
+}
+
+// The result frame's JSON text, built from strings the harness made itself.
+function resultFrame(reply, errorLimit = MAX_ERROR_BYTES) {
+  const head = `{"v":1,"id":${JSONStringify(reply.id)},"type":"result",`;
+  const tail = `,"signatureSource":${JSONStringify(StringCtor(reply.source))}}`;
+  if (reply.success) return `${head}"success":true,"result":${reply.resultText}${tail}`;
+  const e = reply.error;
+  const stack = errorLimit >= MAX_ERROR_BYTES ? frameText(e.stack, errorLimit) : '';
+  const error = `{"message":${JSONStringify(frameText(e.message, errorLimit))},"type":${JSONStringify(frameText(e.type, errorLimit))},"stack":${JSONStringify(stack)}}`;
+  return `${head}"success":false,"error":${error}${tail}`;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -969,44 +1299,56 @@ async function handle(frame) {
 
 function protocolFail(why) {
   try {
-    fs.writeSync(2, `kiln harness: ${why}\n`);
+    fsWriteSync(2, `kiln harness: ${why}\n`);
   } catch {}
-  process.exit(2);
+  exitProcess(2);
 }
 
 function flushStream(stream) {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, 5000);
+  return new PromiseCtor((resolve) => {
+    const timer = hostSetTimeout(resolve, 5000);
     try {
-      if (!stream || stream.destroyed || !stream.writable) { clearTimeout(timer); resolve(); return; }
-      stream.write('', () => { clearTimeout(timer); resolve(); });
+      if (!stream || stream.destroyed || !stream.writable) { hostClearTimeout(timer); resolve(); return; }
+      stream.write('', () => { hostClearTimeout(timer); resolve(); });
     } catch {
-      clearTimeout(timer);
+      hostClearTimeout(timer);
       resolve();
     }
   });
 }
 
-function encodeFrame(reply) {
-  let body;
-  try {
-    body = Buffer.from(JSON.stringify(reply), 'utf8');
-  } catch (e) {
-    const d = describeThrown(e);
-    body = Buffer.from(JSON.stringify({
-      v: 1, id: reply.id, type: 'result', success: false,
-      error: { message: `the result frame could not be written: ${d.message}`, type: 'SerializationError', stack: '' },
-      signatureSource: reply.signatureSource,
-    }), 'utf8');
+function frameBytes(reply) {
+  let text = resultFrame(reply);
+  if (BufferByteLength(text, 'utf8') > reply.limit && !reply.success) text = resultFrame(reply, 1024); // a tiny limit
+  const body = BufferFrom(text, 'utf8');
+  const n = ReflectApply(TypedArrayLength, body, []);
+  const data = BufferAllocUnsafe(4 + n);
+  data[0] = (n >>> 24) & 255;
+  data[1] = (n >>> 16) & 255;
+  data[2] = (n >>> 8) & 255;
+  data[3] = n & 255;
+  ReflectApply(TypedArrayPrototypeSet, data, [body, 4]);
+  return data;
+}
+
+// fd 3 is non-blocking (the socket reading it made it so): written directly, in full.
+function writeChannel(data) {
+  const n = ReflectApply(TypedArrayLength, data, []);
+  let off = 0;
+  while (off < n) {
+    try {
+      off += fsWriteSync(3, data, off, n - off);
+    } catch (e) {
+      const code = e !== null && typeof e === 'object' ? e.code : undefined;
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') { ReflectApply(AtomicsWait, null, [pauseCell, 0, 0, 2]); continue; }
+      protocolFail(`the call channel failed: ${code || 'write error'}`);
+    }
   }
-  const head = Buffer.alloc(4);
-  head.writeUInt32BE(body.length, 0);
-  return Buffer.concat([head, body]);
 }
 
 function main() {
   try {
-    fs.fstatSync(3);
+    fsFstatSync(3);
   } catch (e) {
     protocolFail(`fd 3 (the call channel) is not open: ${e.message}`);
   }
@@ -1016,32 +1358,27 @@ function main() {
   } catch (e) {
     protocolFail(`fd 3 (the call channel) is not a socket: ${e.message}`);
   }
-  process.stdout.on?.('error', () => {});
-  process.stderr.on?.('error', () => {});
+  stdoutStream.on?.('error', () => {});
+  stderrStream.on?.('error', () => {});
   channel.on('error', (e) => protocolFail(`the call channel failed: ${e.message}`));
 
-  let chunks = [];
+  let pending = null; // the bytes read and not yet taken
   let buffered = 0;
-  let queue = Promise.resolve();
+  let queue = PromiseCtor.resolve();
+  const then = (p, f) => ReflectApply(PromisePrototypeThen, p, [f]);
 
   const take = (n) => {
-    const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, buffered);
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    chunks = rest.length ? [rest] : [];
-    buffered = rest.length;
+    const out = ReflectApply(TypedArrayPrototypeSubarray, pending, [0, n]);
+    pending = ReflectApply(TypedArrayPrototypeSubarray, pending, [n]);
+    buffered -= n;
     return out;
   };
-  const peekLength = () => {
-    const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, buffered);
-    chunks = [all];
-    return all.readUInt32BE(0);
-  };
+  const peekLength = () => ((pending[0] << 24) | (pending[1] << 16) | (pending[2] << 8) | pending[3]) >>> 0;
   let need = -1; // body length of the frame being read, -1 while its length is not known
 
   channel.on('data', (chunk) => {
-    chunks.push(chunk);
-    buffered += chunk.length;
+    pending = buffered ? BufferConcat([pending, chunk]) : chunk;
+    buffered += ReflectApply(TypedArrayLength, chunk, []);
     for (;;) {
       if (need < 0) {
         if (buffered < 4) break;
@@ -1053,27 +1390,35 @@ function main() {
       need = -1;
       let frame;
       try {
-        frame = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
+        frame = JSONParse(ReflectApply(TextDecoderDecode, frameDecoder, [body]));
       } catch (e) {
         protocolFail(`a frame is not UTF-8 JSON: ${e.message}`);
       }
-      if (frame === null || typeof frame !== 'object' || Array.isArray(frame)) protocolFail('a frame is not a JSON object');
-      if (frame.type !== 'call') continue;
-      queue = queue.then(async () => {
-        const reply = await handle(frame);
-        const data = encodeFrame(reply);
-        await flushStream(process.stdout);
-        await flushStream(process.stderr);
-        await new Promise((resolve) => channel.write(data, resolve));
+      if (frame === null || typeof frame !== 'object' || ArrayIsArray(frame)) protocolFail('a frame is not a JSON object');
+      if (own(frame, 'type') !== 'call') continue;
+      queue = then(queue, async () => {
+        let data;
+        try {
+          data = frameBytes(await handle(frame));
+        } catch (e) { // a fault of the harness itself: still one answer
+          const id = own(frame, 'id');
+          data = frameBytes({
+            __proto__: null, id: typeof id === 'string' ? id : null, limit: DEFAULT_MAX_RESULT_BYTES, success: false, source: 'convention',
+            error: { __proto__: null, message: `the harness failed: ${describeThrown(e).message}`, type: 'InternalError', stack: '' },
+          });
+        }
+        await flushStream(stdoutStream);
+        await flushStream(stderrStream);
+        writeChannel(data);
       });
     }
   });
   channel.on('end', () => {
     if (buffered || need >= 0) protocolFail('the channel ended inside a frame');
-    queue.then(async () => {
-      await flushStream(process.stdout);
-      await flushStream(process.stderr);
-      channel.end(() => process.exit(0));
+    then(queue, async () => {
+      await flushStream(stdoutStream);
+      await flushStream(stderrStream);
+      exitProcess(0);
     });
   });
 }
