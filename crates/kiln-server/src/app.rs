@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
     let (api, _) = crate::coderunner::routes()
         .merge(crate::sandboxes::routes())
         .merge(crate::functions::routes())
+        .merge(crate::piston::routes())
         .split_for_parts();
     let realtime = state.realtime.router();
     api.route(

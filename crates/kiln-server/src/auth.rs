@@ -2,7 +2,9 @@
 //! header, matched exactly (no trailing space, no second header) and in constant time against
 //! every configured token; the request then carries the token's name as its caller. Everything
 //! but `/health`, `/openapi.json` and the Pusher endpoint (which has its own signatures) needs one;
-//! `/metrics` too, unless it is served on its own address.
+//! `/metrics` too, unless it is served on its own address. Piston's routes (`/api/v2/*`) take the
+//! token bare as well (`Authorization: <token>`, as Piston's clients send it), and answer a
+//! missing one in Piston's `{message}` shape.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -40,13 +42,24 @@ impl Tokens {
 
     /// The caller a request's headers name, if exactly one valid bearer token is given.
     pub fn caller(&self, headers: &axum::http::HeaderMap) -> Option<Caller> {
+        self.caller_of(headers, false)
+    }
+
+    /// The caller a request's headers name; with `bare`, a token without the `Bearer ` scheme
+    /// is taken too.
+    pub fn caller_of(&self, headers: &axum::http::HeaderMap, bare: bool) -> Option<Caller> {
         let mut values = headers.get_all(header::AUTHORIZATION).iter();
         let value = values.next()?;
         if values.next().is_some() {
             // Which of two tokens would it be? Neither.
             return None;
         }
-        let presented = value.as_bytes().strip_prefix(b"Bearer ")?;
+        let value = value.as_bytes();
+        let presented = match value.strip_prefix(b"Bearer ") {
+            Some(token) => token,
+            None if bare => value,
+            None => return None,
+        };
         let presented = digest(presented);
         // Every token is compared, each in constant time, so timing tells nothing.
         let mut found = None;
@@ -71,11 +84,13 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     if is_open(req.uri().path()) {
         return next.run(req).await;
     }
-    match state.tokens.caller(req.headers()) {
+    let piston = crate::piston::is_piston_path(req.uri().path());
+    match state.tokens.caller_of(req.headers(), piston) {
         Some(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
+        None if piston => crate::piston::handlers::unauthorized().into_response(),
         None => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized").into_response(),
     }
 }
@@ -111,5 +126,12 @@ mod tests {
         ] {
             assert!(tokens.caller(&headers(bad)).is_none(), "{bad:?}");
         }
+        // A bare token counts only where asked for (Piston's routes).
+        assert!(tokens.caller(&headers(&["secret"])).is_none());
+        assert_eq!(
+            tokens.caller_of(&headers(&["secret"]), true).unwrap().0,
+            "ci"
+        );
+        assert!(tokens.caller_of(&headers(&["secret "]), true).is_none());
     }
 }

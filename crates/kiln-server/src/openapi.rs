@@ -1,4 +1,4 @@
-//! The OpenAPI description of the HTTP API: built from the routes themselves (each handler
+//! The OpenAPI description of the HTTP API (every face, Piston's included): built from the routes themselves (each handler
 //! carries its `#[utoipa::path]`), served at `/openapi.json` and kept as a snapshot
 //! (`crates/kiln-server/openapi.json`) that a test compares, so any change to the API shows up in
 //! review.
@@ -26,7 +26,7 @@ impl Modify for BearerAuth {
 /// The document's frame: what no route carries.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Kiln", description = "Runs untrusted code: the code-runner job API with Kiln's extensions, long-lived sandboxes, and function calls and codelets."),
+    info(title = "Kiln", description = "Runs untrusted code: the code-runner job API with Kiln's extensions, long-lived sandboxes, function calls and codelets, and a Piston v2 compatible API (`/api/v2`)."),
     components(schemas(JobState, ResultEvent, CompileResultWire, StageUsage)),
     modifiers(&BearerAuth)
 )]
@@ -38,6 +38,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .merge(crate::coderunner::routes())
         .merge(crate::sandboxes::routes())
         .merge(crate::functions::routes())
+        .merge(crate::piston::routes())
         .split_for_parts();
     // The crate version would churn the snapshot on every release bump.
     doc.info.version = "1".into();
@@ -75,6 +76,8 @@ mod tests {
             "/v1/jobs/{id}/stdin",
             "/v1/channel-auth",
             "/v1/run",
+            "/api/v2/execute",
+            "/api/v2/connect",
         ] {
             assert!(v["paths"][path].is_object(), "{path} missing");
         }

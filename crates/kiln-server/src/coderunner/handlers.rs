@@ -64,7 +64,7 @@ fn not_found(id: &str) -> ApiError {
 }
 
 /// A refused admission as the contract's answer.
-fn refused(e: AdmissionError) -> ApiError {
+pub(crate) fn refused(e: AdmissionError) -> ApiError {
     match e {
         AdmissionError::Invalid(details) => {
             ApiError::invalid(details.into_iter().map(Detail::from).collect())

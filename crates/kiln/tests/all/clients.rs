@@ -29,7 +29,7 @@ pub(crate) fn python() -> PathBuf {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Runtime {
+pub(crate) enum Runtime {
     Node,
     Python,
 }
@@ -96,7 +96,7 @@ macro_rules! require_clients {
 }
 
 /// Runs `script` of `tests/clients` with `env`, and fails with its output unless it exits 0.
-fn run_script(runtime: Runtime, script: &str, env: &[(&str, &str)]) {
+pub(crate) fn run_script(runtime: Runtime, script: &str, env: &[(&str, &str)]) {
     let dir = clients_dir();
     let out = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (out.path().join("stdout"), out.path().join("stderr"));

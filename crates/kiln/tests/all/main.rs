@@ -13,6 +13,7 @@ mod functions;
 mod instances;
 mod languages;
 mod lifecycle;
+mod piston;
 mod sandbox_cli;
 mod sandbox_code;
 mod sandbox_files;
