@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::sandboxes::routes())
         .merge(crate::functions::routes())
         .merge(crate::piston::routes())
+        .merge(crate::judge0::routes())
         .split_for_parts();
     let realtime = state.realtime.router();
     api.route(

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub result_ttl_secs: u64,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Whether the Judge0 face takes `wait=true` (Judge0's `ENABLE_WAIT_RESULT`); when off it
+    /// answers `{"error":"wait not allowed"}`.
+    pub judge0_allow_wait: bool,
     /// Most files per job.
     pub max_files: usize,
     /// Largest total of all files' decoded bytes (413 past it).
@@ -304,6 +307,7 @@ impl Default for ServerConfig {
             warmup_ms: 30_000,
             result_ttl_secs: 3600,
             max_body_bytes: 10 << 20,
+            judge0_allow_wait: true,
             max_files: 64,
             max_files_bytes: 8 << 20,
             max_file_name_len: 255,

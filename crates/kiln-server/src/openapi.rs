@@ -1,4 +1,4 @@
-//! The OpenAPI description of the HTTP API (every face, Piston's included): built from the routes themselves (each handler
+//! The OpenAPI description of the HTTP API (every face, Piston's and Judge0's included): built from the routes themselves (each handler
 //! carries its `#[utoipa::path]`), served at `/openapi.json` and kept as a snapshot
 //! (`crates/kiln-server/openapi.json`) that a test compares, so any change to the API shows up in
 //! review.
@@ -26,7 +26,7 @@ impl Modify for BearerAuth {
 /// The document's frame: what no route carries.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Kiln", description = "Runs untrusted code: the code-runner job API with Kiln's extensions, long-lived sandboxes, function calls and codelets, and a Piston v2 compatible API (`/api/v2`)."),
+    info(title = "Kiln", description = "Runs untrusted code: the code-runner job API with Kiln's extensions, long-lived sandboxes, function calls and codelets, a Piston v2 compatible API (`/api/v2`) and a Judge0 CE 1.13.1 compatible API (`/judge0`)."),
     components(schemas(JobState, ResultEvent, CompileResultWire, StageUsage)),
     modifiers(&BearerAuth)
 )]
@@ -39,6 +39,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         .merge(crate::sandboxes::routes())
         .merge(crate::functions::routes())
         .merge(crate::piston::routes())
+        .merge(crate::judge0::routes())
         .split_for_parts();
     // The crate version would churn the snapshot on every release bump.
     doc.info.version = "1".into();

@@ -146,7 +146,11 @@ async fn call_in(
         let mut out = Kept::new(call.output_kept);
         let result = runner::run(sandbox, spec, &mut out, None).await;
         if result.status != Status::Ok {
-            let diagnostics = strip_paths(&String::from_utf8_lossy(&out.stderr));
+            let mut diagnostics = strip_paths(&String::from_utf8_lossy(&out.stderr));
+            if diagnostics.trim().is_empty() {
+                // A compiler stopped by a limit says nothing itself.
+                diagnostics = format!("the compiler ended with {}", result.status.as_str());
+            }
             let mut outcome = refused(&call, "CompileError", diagnostics, started);
             outcome.signature_source = prepared.source;
             outcome.compile = Some(result);

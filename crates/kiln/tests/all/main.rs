@@ -11,6 +11,7 @@ mod function_cli;
 mod function_mounts;
 mod functions;
 mod instances;
+mod judge0;
 mod languages;
 mod lifecycle;
 mod piston;

@@ -1,0 +1,97 @@
+//! The submissions of the Judge0 face, kept in memory by token: what was submitted (Judge0
+//! echoes source, stdin, expected output and limits, which the job service does not keep) and,
+//! once read, the projected result. The job's record and log stay the service's; an entry lives
+//! as long as the job's result (the service's `result_ttl`) and at most [`MAX_ENTRIES`] are kept,
+//! the oldest dropped first, so a token is answered 404 once either is gone or the server restarts.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use super::project::{Checked, Finished};
+
+/// How many submissions are kept at most.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// One submission.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The token's name that made it (only it may read it).
+    pub owner: String,
+    /// What was submitted.
+    pub checked: Checked,
+    /// Its language's Judge0 name.
+    pub language_name: String,
+    /// When it was made, ms since the epoch.
+    pub created_at_ms: i64,
+    /// When it may be dropped, ms since the epoch.
+    pub expires_at_ms: i64,
+    /// Its result, once it is over and was read (projected once).
+    pub finished: Option<(i64, Finished)>,
+}
+
+/// The submissions, by token, with their order of arrival.
+#[derive(Debug, Default)]
+pub struct Store {
+    inner: Mutex<(HashMap<String, Entry>, VecDeque<String>)>,
+}
+
+impl Store {
+    /// Keeps `entry` under `token`, first dropping what expired and, over the bound, the oldest.
+    pub fn insert(&self, token: String, entry: Entry) {
+        let Ok(mut g) = self.inner.lock() else { return };
+        let (map, order) = &mut *g;
+        let now = entry.created_at_ms;
+        while let Some(front) = order.front() {
+            let expired = map.get(front).is_none_or(|e| e.expires_at_ms <= now);
+            if !expired && order.len() < MAX_ENTRIES {
+                break;
+            }
+            if let Some(t) = order.pop_front() {
+                map.remove(&t);
+            }
+        }
+        order.push_back(token.clone());
+        map.insert(token, entry);
+    }
+
+    /// `owner`'s submission `token`.
+    pub fn get(&self, owner: &str, token: &str) -> Option<Entry> {
+        let g = self.inner.lock().ok()?;
+        g.0.get(token).filter(|e| e.owner == owner).cloned()
+    }
+
+    /// Records the result of `token`.
+    pub fn finish(&self, token: &str, finished: (i64, Finished)) {
+        if let Ok(mut g) = self.inner.lock() {
+            if let Some(e) = g.0.get_mut(token) {
+                e.finished = Some(finished);
+            }
+        }
+    }
+
+    /// Drops `owner`'s submission `token`.
+    pub fn remove(&self, owner: &str, token: &str) -> bool {
+        let Ok(mut g) = self.inner.lock() else {
+            return false;
+        };
+        let (map, order) = &mut *g;
+        if map.get(token).is_some_and(|e| e.owner == owner) {
+            map.remove(token);
+            order.retain(|t| t != token);
+            return true;
+        }
+        false
+    }
+
+    /// `owner`'s tokens, newest first.
+    pub fn tokens_of(&self, owner: &str) -> Vec<String> {
+        let Ok(g) = self.inner.lock() else {
+            return Vec::new();
+        };
+        g.1.iter()
+            .rev()
+            .filter(|t| g.0.get(*t).is_some_and(|e| e.owner == owner))
+            .cloned()
+            .collect()
+    }
+}
