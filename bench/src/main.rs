@@ -3,13 +3,14 @@
 //! ratios and the targets they are held to — and each language's hello world through `run_program`
 //! next to the same compile and run command lines on the bare host — and `kiln serve` end to end
 //! on loopback next to bare python and the engine alone — and long-lived sandboxes over HTTP
-//! (create, exec `true`, idle memory).
+//! (create, exec `true`, idle memory) — and Judge0's submissions route beside `POST /v1/run`.
 
 mod baseline;
 mod client;
 mod functions;
 mod http;
 mod http_throughput;
+mod judge0;
 mod kiln;
 mod languages;
 mod latency;
@@ -68,7 +69,7 @@ struct Args {
     languages: Vec<String>,
     /// Http: iterations of the latency loop; each runs POST /v1/run, the execute → start →
     /// result flow, run_program in the bench's engine and bare python once [default: 100,
-    /// --quick: 10].
+    /// --quick: 10]; also the judge0 section's submissions per route (at least 40).
     #[arg(long)]
     http_iterations: Option<usize>,
     /// Run only these sections [default: all].
@@ -88,6 +89,7 @@ enum Section {
     Http,
     Sandboxes,
     Functions,
+    Judge0,
 }
 
 #[tokio::main]
@@ -183,6 +185,10 @@ async fn main() -> Result<()> {
         true => Some(functions::measure(&kiln_exe, http_iterations.max(20)).await?),
         false => None,
     };
+    let judge0 = match run(Section::Judge0) {
+        true => Some(judge0::measure(&kiln_exe, http_iterations.max(40), args.pool_size).await?),
+        false => None,
+    };
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
 
     let results = report::Results {
@@ -217,6 +223,9 @@ async fn main() -> Result<()> {
     if let Some(f) = &functions {
         f.print();
     }
+    if let Some(j) = &judge0 {
+        j.print();
+    }
     if let Some(path) = &args.json {
         let mut doc = results.to_json();
         if let Some(s) = &sandboxes {
@@ -224,6 +233,9 @@ async fn main() -> Result<()> {
         }
         if let Some(f) = &functions {
             doc["functions"] = f.to_json();
+        }
+        if let Some(j) = &judge0 {
+            doc["judge0"] = j.to_json();
         }
         let text = serde_json::to_string_pretty(&doc)?;
         std::fs::write(path, text + "\n").with_context(|| format!("write {}", path.display()))?;
