@@ -3,16 +3,17 @@
 //! bounded number of calls at once, and the mounts' changes synced by their rules. The calls
 //! themselves are `kiln-workload`'s; a [`FunctionHost`] (the engine) runs them.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use kiln_engine::{Engine, Limits, SandboxShape};
 use kiln_lang::Catalog;
 use kiln_workload::function::{
-    call_function, run_codelet, CallOutcome, Codelet, CodeletOutcome, FunctionCall, FunctionError,
-    FunctionLanguage, FunctionSchema, Mounts,
+    call_function, run_codelet, CallOutcome, CallStatus, Codelet, CodeletErrorCode, CodeletOutcome,
+    FunctionCall, FunctionError, FunctionLanguage, FunctionSchema, Mounts,
 };
 use kiln_workload::mount::{self, MountConfig, MountLimits};
 use kiln_workload::{limit_overrides, run_limits};
@@ -170,6 +171,10 @@ pub struct FunctionService {
     catalog: Arc<Catalog>,
     cfg: FunctionsConfig,
     slots: Semaphore,
+    /// Calls that ran, by language and status.
+    calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Codelets that ran, by their error code (`ok` for none).
+    codelets: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// The most directories one call may mount.
@@ -187,6 +192,8 @@ impl FunctionService {
             catalog,
             cfg,
             slots,
+            calls: Mutex::default(),
+            codelets: Mutex::default(),
         }
     }
 
@@ -340,7 +347,41 @@ impl FunctionService {
             output_kept: self.cfg.output_kept_bytes,
             max_result_bytes: self.cfg.max_result_bytes,
         };
-        Ok(self.host.call(call).await?)
+        let outcome = self.host.call(call).await?;
+        let status = match outcome.status {
+            CallStatus::Success => "success",
+            CallStatus::Error => "error",
+            CallStatus::Crash => "crash",
+            CallStatus::Timeout => "timeout",
+            CallStatus::Terminated => "terminated",
+        };
+        *lock(&self.calls)
+            .entry((language.catalog_name(), status))
+            .or_default() += 1;
+        Ok(outcome)
+    }
+
+    /// The calls' and codelets' counters in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::from(
+            "# HELP kiln_function_calls_total Function calls that ran, by language and status.\n\
+             # TYPE kiln_function_calls_total counter\n",
+        );
+        for ((language, status), n) in lock(&self.calls).iter() {
+            out.push_str(&format!(
+                "kiln_function_calls_total{{language=\"{language}\",status=\"{status}\"}} {n}\n"
+            ));
+        }
+        out.push_str(
+            "# HELP kiln_codelets_total Codelets that ran, by outcome (ok or the error code).\n\
+             # TYPE kiln_codelets_total counter\n",
+        );
+        for (outcome, n) in lock(&self.codelets).iter() {
+            out.push_str(&format!(
+                "kiln_codelets_total{{outcome=\"{outcome}\"}} {n}\n"
+            ));
+        }
+        out
     }
 
     /// Checks and runs a codelet.
@@ -397,7 +438,17 @@ impl FunctionService {
             shape: self.cfg.shape.clone(),
             max_result_bytes: self.cfg.max_result_bytes,
         };
-        Ok(self.host.codelet(codelet).await?)
+        let outcome = self.host.codelet(codelet).await?;
+        let code = match outcome.error.as_ref().map(|e| e.code) {
+            None => "ok",
+            Some(CodeletErrorCode::Timeout) => "TIMEOUT",
+            Some(CodeletErrorCode::SyntaxError) => "SYNTAX_ERROR",
+            Some(CodeletErrorCode::RuntimeError) => "RUNTIME_ERROR",
+            Some(CodeletErrorCode::PolicyViolation) => "POLICY_VIOLATION",
+            Some(CodeletErrorCode::MemoryLimit) => "MEMORY_LIMIT",
+        };
+        *lock(&self.codelets).entry(code).or_default() += 1;
+        Ok(outcome)
     }
 
     fn check_files(&self, files: &[(String, Vec<u8>)], errors: &mut Vec<FieldError>) {
@@ -426,6 +477,11 @@ impl FunctionService {
             }
         }
     }
+}
+
+/// A counter map's lock; a panic while it was held left only a count behind.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A mount at `guest` sits in the sandbox's own writable trees (else it needs a volume).

@@ -96,6 +96,13 @@ fn codelets_get_their_documented_codes_and_the_server_stays_healthy() {
         let health = api(&s, "GET", "/health", None);
         assert_eq!(health.status, 200, "unhealthy after {}", case["name"]);
     }
+    let metrics = api(&s, "GET", "/metrics", None).body;
+    for outcome in ["ok", "TIMEOUT", "POLICY_VIOLATION", "MEMORY_LIMIT"] {
+        assert!(
+            metrics.contains(&format!("kiln_codelets_total{{outcome=\"{outcome}\"}}")),
+            "{outcome}: {metrics}"
+        );
+    }
     assert!(
         failures.is_empty(),
         "{} of {} codelet cases failed:\n{}",

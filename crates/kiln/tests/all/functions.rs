@@ -220,6 +220,12 @@ fn the_file_processing_example_reads_a_virtual_file_and_reports_what_it_wrote() 
     assert_eq!(modified["size"], 2);
     assert!(modified.get("content").is_none(), "{modified}");
     assert_eq!(got["files"]["deleted"][0]["path"], "/workspace/b.txt");
+
+    let metrics = api(&s, "GET", "/metrics", None).body;
+    assert!(
+        metrics.contains("kiln_function_calls_total{language=\"python\",status=\"success\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[test]
