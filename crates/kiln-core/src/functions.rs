@@ -308,7 +308,7 @@ impl FunctionService {
                         .map_err(|e| {
                             FunctionsError::Invalid(vec![FieldError::new(e.field(), e.to_string())])
                         })?;
-                Some(Mounts { plan, loaded })
+                Some(Arc::new(Mounts { plan, loaded }))
             }
             None => None,
         };

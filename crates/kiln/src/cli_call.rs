@@ -116,16 +116,15 @@ fn service(language: &str) -> anyhow::Result<(FunctionService, Arc<Engine>)> {
     Ok((service, engine))
 }
 
+/// The function language of `file`'s extension, by the catalog's extensions (no detection).
 fn language_of(file: &Path) -> Option<&'static str> {
-    match file.extension()?.to_str()? {
-        "py" => Some("python"),
-        "js" | "mjs" | "cjs" => Some("javascript"),
-        "rb" => Some("ruby"),
-        "php" => Some("php"),
-        "c" => Some("c"),
-        "cpp" | "cc" | "cxx" | "c++" => Some("cpp"),
-        _ => None,
-    }
+    let ext = file.extension()?.to_str()?;
+    let catalog = Catalog::embedded().ok()?;
+    let language = catalog
+        .all()
+        .iter()
+        .find(|l| l.extensions.iter().any(|e| e == ext))?;
+    FunctionLanguage::parse(&language.name).map(FunctionLanguage::catalog_name)
 }
 
 fn json_arg(text: &str) -> Value {

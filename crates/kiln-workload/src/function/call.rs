@@ -59,7 +59,7 @@ struct Prepared {
 
 async fn call_in(
     sandbox: &Arc<Sandbox>,
-    call: FunctionCall,
+    mut call: FunctionCall,
     kill: Option<tokio::sync::oneshot::Receiver<()>>,
     started: Instant,
 ) -> Result<CallOutcome, FunctionError> {
@@ -129,7 +129,7 @@ async fn call_in(
 
     // A name the sandbox's tree refuses, files that clash or a full disk are the request's
     // trouble: the call fails (and nothing is synced), Kiln does not.
-    let staged = match stage(sandbox, kit, &call).await {
+    let staged = match stage(sandbox, kit, &mut call).await {
         Ok(staged) => staged,
         Err(FunctionError::Sandbox { step, message }) => {
             let mut outcome = refused(&call, "FileError", format!("{step}: {message}"), started);
@@ -239,26 +239,26 @@ impl HarnessRun {
     }
 }
 
-/// Writes Kiln's files, the virtual files and the mounts' entries, as the sandbox's user.
+/// Writes Kiln's files, the virtual files (moved out of the call: nothing reads them after)
+/// and the mounts' entries, as the sandbox's user.
 async fn stage(
     sandbox: &Arc<Sandbox>,
     kit: Vec<(String, Vec<u8>)>,
-    call: &FunctionCall,
+    call: &mut FunctionCall,
 ) -> Result<Staged, FunctionError> {
     let sandbox = Arc::clone(sandbox);
     let workdir = call.workdir.clone();
-    let files = call.files.clone();
-    let mounts = call
-        .mounts
-        .as_ref()
-        .map(|m| m.loaded.mounts.clone())
-        .unwrap_or_default();
-    tokio::task::spawn_blocking(move || tracking::stage(&sandbox, &kit, &workdir, &files, &mounts))
-        .await
-        .map_err(|e| FunctionError::Sandbox {
-            step: "stage the call's files",
-            message: e.to_string(),
-        })?
+    let files = std::mem::take(&mut call.files);
+    let mounts = call.mounts.clone();
+    tokio::task::spawn_blocking(move || {
+        let loaded = mounts.as_deref().map_or(&[][..], |m| &m.loaded.mounts);
+        tracking::stage(&sandbox, &kit, &workdir, &files, loaded)
+    })
+    .await
+    .map_err(|e| FunctionError::Sandbox {
+        step: "stage the call's files",
+        message: e.to_string(),
+    })?
 }
 
 /// Applies the mounts' `onPermissionDenied` to the outcome and, in batch mode, syncs the

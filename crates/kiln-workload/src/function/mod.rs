@@ -104,8 +104,9 @@ pub struct FunctionCall {
     pub files: Vec<(String, Vec<u8>)>,
     /// The working directory (absolute, under `/workspace` or `/tmp`).
     pub workdir: String,
-    /// Directories loaded into the sandbox before the call, tracked and synced after it.
-    pub mounts: Option<Mounts>,
+    /// Directories loaded into the sandbox before the call, tracked and synced after it
+    /// (shared with the blocking tasks that stage and read them, never copied).
+    pub mounts: Option<std::sync::Arc<Mounts>>,
     /// The run's limits (its wall time is the call's timeout).
     pub limits: Limits,
     /// The compile stage's limits (C and C++).

@@ -8,11 +8,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use kiln_engine::tree::{EntryKind, SandboxPath, Tree, MAX_LIST_DEPTH};
 use kiln_engine::Sandbox;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::harness::DIR;
 use super::{FunctionCall, FunctionError};
@@ -88,7 +86,7 @@ pub fn stage(
     let mut staged = Staged::default();
     for (name, content) in files {
         write(&tree, &format!("{workdir}/{name}"), content, 0o644)?;
-        staged.files.insert(name.clone(), hash(content));
+        staged.files.insert(name.clone(), mount::wire_hash(content));
     }
     for m in mounts {
         tree.mkdir_all(&parse(&m.guest)?)
@@ -119,24 +117,31 @@ pub async fn collect(
 ) -> Result<WorkspaceChanges, FunctionError> {
     let sandbox = Arc::clone(sandbox);
     let workdir = call.workdir.clone();
-    let (mounts, permissions) = match &call.mounts {
-        Some(m) => (m.loaded.mounts.clone(), m.plan.permissions.clone()),
-        None => (Vec::new(), mount::Permissions::default()),
-    };
-    let skipped = call
-        .mounts
-        .as_ref()
-        .map(|m| m.loaded.skipped.clone())
-        .unwrap_or_default();
-    let mut changes = tokio::task::spawn_blocking(move || {
-        collect_blocking(&sandbox, &workdir, &mounts, &permissions, &staged)
+    let mounts = call.mounts.clone();
+    let mut changes = tokio::task::spawn_blocking(move || match mounts.as_deref() {
+        Some(m) => collect_blocking(
+            &sandbox,
+            &workdir,
+            &m.loaded.mounts,
+            &m.plan.permissions,
+            &staged,
+        ),
+        None => collect_blocking(
+            &sandbox,
+            &workdir,
+            &[],
+            &mount::Permissions::default(),
+            &staged,
+        ),
     })
     .await
     .map_err(|e| FunctionError::Sandbox {
         step: "read back the call's files",
         message: e.to_string(),
     })??;
-    changes.skipped = skipped;
+    if let Some(m) = &call.mounts {
+        changes.skipped = m.loaded.skipped.clone();
+    }
     Ok(changes)
 }
 
@@ -188,7 +193,7 @@ fn diff_workdir(
                 path,
                 kind: "file",
                 size: content.len() as u64,
-                hash: Some(hash(content)),
+                hash: Some(mount::wire_hash(content)),
                 content: None,
                 encoding: None,
             }
@@ -233,7 +238,7 @@ fn diff_workdir(
 impl TrackedFile {
     /// Keeps `content` (dropped again unless the caller asks for contents).
     fn with_content(mut self, content: &[u8]) -> Self {
-        let (text, encoding) = encode(content);
+        let (text, encoding) = mount::text_or_base64(content);
         self.content = Some(text);
         self.encoding = encoding;
         self
@@ -246,17 +251,6 @@ impl TrackedFile {
             self.encoding = None;
         }
         self
-    }
-}
-
-/// Text when it is UTF-8, else base64.
-pub fn encode(content: &[u8]) -> (String, Option<&'static str>) {
-    match std::str::from_utf8(content) {
-        Ok(text) => (text.to_string(), None),
-        Err(_) => (
-            base64::engine::general_purpose::STANDARD.encode(content),
-            Some("base64"),
-        ),
     }
 }
 
@@ -376,11 +370,6 @@ fn join(dir: &str, rel: &str) -> String {
     } else {
         format!("{}/{rel}", dir.trim_end_matches('/'))
     }
-}
-
-/// `sha256:<hex>`.
-pub fn hash(content: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(content)))
 }
 
 fn sandbox_err<E: std::fmt::Display>(step: &'static str) -> impl Fn(E) -> FunctionError {

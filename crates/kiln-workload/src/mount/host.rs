@@ -113,7 +113,7 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// SHA-256 of `bytes` as rendered on the wire.
-pub(crate) fn wire_hash(bytes: &[u8]) -> String {
+pub fn wire_hash(bytes: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(bytes))
 }
 

@@ -39,6 +39,7 @@ pub use config::{
     resolve_host_dir, FollowSymlinks, LoadingConfig, LoadingMode, MountConfig, MountPlan,
     MountSpec, OnError, OnPermissionDenied, SecurityConfig, SyncConfig, SyncMode,
 };
+pub use host::wire_hash;
 pub use load::{load, Baseline, Entry, EntryKind, Loaded, LoadedMount, SkipReason, Skipped};
 pub use manual::{manual_changes, Encoding, ManualSync, WireChange};
 pub use rules::{
@@ -47,8 +48,8 @@ pub use rules::{
 };
 pub use sync::{sync, sync_all, SyncFailure, SyncReport, SyncTarget};
 pub use track::{
-    diff, Denied, Expected, FileChange, FileChangeWire, MountChanges, MountChangesWire, Operation,
-    Seen, SeenKind,
+    diff, text_or_base64, Denied, Expected, FileChange, FileChangeWire, MountChanges,
+    MountChangesWire, Operation, Seen, SeenKind,
 };
 
 /// Default cap on one file's size: 10 MiB.

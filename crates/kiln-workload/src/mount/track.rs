@@ -183,13 +183,8 @@ impl FileChange {
         };
         let (content, encoding) = match &self.content {
             Some(bytes) if include_contents && self.kind == EntryKind::File => {
-                match std::str::from_utf8(bytes) {
-                    Ok(s) => (Some(s.to_owned()), None),
-                    Err(_) => (
-                        Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
-                        Some("base64"),
-                    ),
-                }
+                let (text, encoding) = text_or_base64(bytes);
+                (Some(text), encoding)
             }
             _ => (None, None),
         };
@@ -205,6 +200,18 @@ impl FileChange {
             encoding,
             permitted: self.permitted,
         }
+    }
+}
+
+/// A file's contents for JSON: the text when it is UTF-8, else base64 (with `"base64"`, the
+/// `encoding` to report beside it).
+pub fn text_or_base64(bytes: &[u8]) -> (String, Option<&'static str>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (text.to_owned(), None),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(bytes),
+            Some("base64"),
+        ),
     }
 }
 
