@@ -28,6 +28,7 @@ const ETC_BINDS: &[&str] = &[
     "/etc/ca-certificates",
     "/etc/ld.so.conf.d",
     "/etc/java-17-openjdk",
+    "/etc/mono",
     "/etc/php",
     "/etc/perl",
     "/etc/python3",

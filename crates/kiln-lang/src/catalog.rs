@@ -127,6 +127,42 @@ mod tests {
     }
 
     #[test]
+    fn every_language_has_judge0_ids_of_its_own() {
+        let catalog = Catalog::embedded().expect("language files parse");
+        let mut ids = std::collections::HashMap::new();
+        for lang in catalog.all() {
+            assert!(
+                !lang.compat.judge0.is_empty(),
+                "{} has no Judge0 id",
+                lang.name
+            );
+            for (id, name) in &lang.compat.judge0 {
+                assert!(name.contains("{}"), "{}: {name} has no version", lang.name);
+                if let Some(other) = ids.insert(*id, &lang.name) {
+                    panic!("Judge0 id {id} is claimed by {other} and {}", lang.name);
+                }
+            }
+        }
+        // The ids Judge0 CE 1.13.1 gave the languages that arrived with its clients.
+        for (id, name) in [
+            (45, "nasm"),
+            (51, "csharp"),
+            (57, "elixir"),
+            (58, "erlang"),
+            (59, "fortran"),
+            (61, "haskell"),
+            (65, "ocaml"),
+            (67, "pascal"),
+            (69, "prolog"),
+            (78, "kotlin"),
+            (81, "scala"),
+            (86, "clojure"),
+        ] {
+            assert_eq!(ids.get(&id).map(|n| n.as_str()), Some(name), "id {id}");
+        }
+    }
+
+    #[test]
     fn every_language_has_a_corpus() {
         for (stem, _, corpus) in crate::EMBEDDED {
             let corpus =

@@ -83,6 +83,30 @@ pub struct RunSpec {
     pub memory_error: Option<String>,
 }
 
+/// How the APIs Kiln answers for name a language: data, so that a language file brings its own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compat {
+    /// Judge0 CE 1.13.1's ids of the language, each with Judge0's name for it (`{}` is where the
+    /// toolchain's version goes). Several ids may name one language (Judge0 listed each compiler
+    /// version it had).
+    #[serde(default)]
+    pub judge0: Vec<(u32, String)>,
+    /// Piston's name (when it is not Kiln's) and the runtime Piston lists it under.
+    #[serde(default)]
+    pub piston: PistonName,
+}
+
+/// A language as Piston lists it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PistonName {
+    /// Piston's name; Kiln's when absent.
+    pub name: Option<String>,
+    /// The package Piston runs it with, where one package serves several languages (`gcc`).
+    pub runtime: Option<String>,
+}
+
 /// One language, as its file says.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,6 +134,9 @@ pub struct Language {
     /// Extra read-only mounts: (host path, path inside).
     #[serde(default)]
     pub mounts: Vec<(PathBuf, PathBuf)>,
+    /// Its names in the APIs Kiln is compatible with.
+    #[serde(default)]
+    pub compat: Compat,
 }
 
 impl Language {
@@ -181,7 +208,23 @@ impl Language {
                 return Err(invalid("env", &format!("{env:?} is not KEY=value")));
             }
         }
+        if let Some((id, _)) = self.compat.judge0.iter().find(|(_, n)| n.trim().is_empty()) {
+            return Err(invalid("compat.judge0", &format!("id {id} has no name")));
+        }
+        if let Some(name) = &self.compat.piston.name {
+            if !self.answers_to(name) {
+                return Err(invalid(
+                    "compat.piston.name",
+                    "must be the name or an alias, so that Piston's requests find the language",
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Piston's name of the language.
+    pub fn piston_name(&self) -> &str {
+        self.compat.piston.name.as_deref().unwrap_or(&self.name)
     }
 
     /// Whether `name` is this language's name or one of its aliases (case-insensitive).

@@ -12,7 +12,9 @@ mod detect;
 mod recipe;
 
 pub use catalog::{Catalog, Detected};
-pub use definition::{CompileSpec, DefinitionError, Language, RunSpec, StageLimits, VersionSpec};
+pub use definition::{
+    Compat, CompileSpec, DefinitionError, Language, PistonName, RunSpec, StageLimits, VersionSpec,
+};
 pub use detect::{DetectError, SANDBOX_PATH};
 pub use recipe::{Recipe, RecipeError, SourceFile, Stage};
 

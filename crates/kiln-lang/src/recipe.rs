@@ -171,5 +171,16 @@ limits = { memory_mb = 128 }
             .unwrap_err()
             .to_string();
         assert!(err.contains("x.toml"), "{err}");
+        let broken = format!("{JAVA_LIKE}\n[compat]\npiston = {{ name = \"kotlin\" }}\n");
+        let err = Language::parse("x.toml", &broken).unwrap_err().to_string();
+        assert!(err.contains("compat.piston.name"), "{err}");
+        let broken = format!("{JAVA_LIKE}\n[compat]\njudge0 = [[62, \"\"]]\n");
+        let err = Language::parse("x.toml", &broken).unwrap_err().to_string();
+        assert!(err.contains("compat.judge0"), "{err}");
+        let fine = format!("{JAVA_LIKE}\n[compat]\njudge0 = [[62, \"Java ({{}})\"]]\n");
+        assert_eq!(
+            Language::parse("x.toml", &fine).unwrap().piston_name(),
+            "javaish"
+        );
     }
 }

@@ -16,40 +16,20 @@ use serde_json::{Map, Value};
 
 use super::wire::{Judge0Error, Judge0Status, SubmissionRequest};
 
-/// Judge0 1.13.1's ids of Kiln's languages, with its names (`{}` is Kiln's version). Several
-/// ids of one language (Judge0 listed each GCC it had) all run Kiln's one toolchain, so the
-/// Python SDK's aliases (`CPP` is 52) resolve.
-pub const LANGUAGES: &[(u32, &str, &str)] = &[
-    (46, "bash", "Bash ({})"),
-    (48, "c", "C (GCC {})"),
-    (49, "c", "C (GCC {})"),
-    (50, "c", "C (GCC {})"),
-    (52, "cpp", "C++ (GCC {})"),
-    (53, "cpp", "C++ (GCC {})"),
-    (54, "cpp", "C++ (GCC {})"),
-    (60, "go", "Go ({})"),
-    (62, "java", "Java (OpenJDK {})"),
-    (63, "javascript", "JavaScript (Node.js {})"),
-    (64, "lua", "Lua ({})"),
-    (68, "php", "PHP ({})"),
-    (71, "python", "Python ({})"),
-    (72, "ruby", "Ruby ({})"),
-    (73, "rust", "Rust ({})"),
-    (74, "typescript", "TypeScript ({})"),
-    (80, "r", "R ({})"),
-    (82, "sqlite", "SQL (SQLite {})"),
-    (85, "perl", "Perl ({})"),
-];
-
 /// The Judge0 languages the host has: id, name, and Kiln's language, sorted by name as Judge0
-/// sorts them.
+/// sorts them. The ids are data of the language files (`[compat] judge0`); several ids of one
+/// language (Judge0 listed each GCC it had) all run Kiln's one toolchain, so the Python SDK's
+/// aliases (`CPP` is 52) resolve.
 pub fn languages(catalog: &Catalog) -> Vec<(u32, String, &Detected)> {
-    let mut list: Vec<_> = LANGUAGES
-        .iter()
-        .filter_map(|(id, kiln, name)| {
-            let d = catalog.find(kiln).filter(|d| d.available())?;
+    let mut list: Vec<_> = catalog
+        .available()
+        .flat_map(|d| {
             let version = d.version.as_deref().unwrap_or_default();
-            Some((*id, name.replace("{}", version), d))
+            d.language
+                .compat
+                .judge0
+                .iter()
+                .map(move |(id, name)| (*id, name.replace("{}", version), d))
         })
         .collect();
     list.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::handlers::submit;
 use super::project;
-use super::wire::{piston_name, PistonError, PistonExecute, PistonMessage};
+use super::wire::{PistonError, PistonExecute, PistonMessage};
 use crate::auth::Caller;
 use crate::state::AppState;
 
@@ -193,9 +193,9 @@ async fn session(socket: WebSocket, state: AppState, caller: Caller) {
     let Some(record) = state.service.record_of(&caller.0, &id).await else {
         return notify(&mut tx, "the job is gone").await;
     };
-    let (language, _) = piston_name(&record.language);
+    let language = super::handlers::piston_language(&state, &record.language);
     let runtime = ServerMessage::Runtime {
-        language,
+        language: &language,
         version: &record.version,
     };
     if !send(&mut tx, &runtime).await {

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 
 use super::project::{self, Submission, Written};
 use super::wire::{
-    piston_aliases, piston_name, PistonError, PistonExecute, PistonMessage, PistonPackage,
-    PistonPackageRequest, PistonResult, PistonRuntime,
+    piston_aliases, PistonError, PistonExecute, PistonMessage, PistonPackage, PistonPackageRequest,
+    PistonResult, PistonRuntime,
 };
 use crate::auth::Caller;
 use crate::body::{content_type, parse_json, read_body};
@@ -86,6 +86,16 @@ pub fn compiled(state: &AppState, kiln_language: &str) -> bool {
         .is_some_and(|d| d.language.compile.is_some())
 }
 
+/// Piston's name of a language (by Kiln's name).
+pub fn piston_language(state: &AppState, kiln_language: &str) -> String {
+    state
+        .service
+        .catalog()
+        .find(kiln_language)
+        .map_or(kiln_language, |d| d.language.piston_name())
+        .to_string()
+}
+
 /// `GET /api/v2/runtimes`.
 #[utoipa::path(get, path = "/api/v2/runtimes", tag = "piston", security(("bearer" = [])),
     responses((status = 200, body = Vec<PistonRuntime>), (status = 401, body = PistonMessage)))]
@@ -94,14 +104,11 @@ pub async fn runtimes(State(state): State<AppState>) -> Json<Vec<PistonRuntime>>
         .service
         .catalog()
         .available()
-        .map(|d| {
-            let (language, runtime) = piston_name(&d.language.name);
-            PistonRuntime {
-                language: language.to_string(),
-                version: d.version.clone().unwrap_or_default(),
-                aliases: piston_aliases(&d.language.name, &d.language.aliases),
-                runtime: runtime.map(String::from),
-            }
+        .map(|d| PistonRuntime {
+            language: d.language.piston_name().to_string(),
+            version: d.version.clone().unwrap_or_default(),
+            aliases: piston_aliases(&d.language),
+            runtime: d.language.compat.piston.runtime.clone(),
         })
         .collect();
     Json(list)
@@ -137,7 +144,7 @@ pub async fn execute(
     let run = written(&state.service, &id).await;
     Ok(Json(project::result(
         &outcome,
-        &record.language,
+        &piston_language(&state, &record.language),
         &record.version,
         compiled(&state, &record.language),
         run,
@@ -153,7 +160,7 @@ pub async fn packages(State(state): State<AppState>) -> Json<Vec<PistonPackage>>
         .catalog()
         .available()
         .map(|d| PistonPackage {
-            language: piston_name(&d.language.name).0.to_string(),
+            language: d.language.piston_name().to_string(),
             language_version: d.version.clone().unwrap_or_default(),
             installed: true,
         })

@@ -8,7 +8,7 @@ use kiln_core::{FileInput, JobOutcome, JobRequest, LimitRequest, OutputEncoding,
 use kiln_engine::Status;
 use kiln_lang::Catalog;
 
-use super::wire::{piston_name, PistonError, PistonExecute, PistonResult, PistonStage};
+use super::wire::{PistonError, PistonExecute, PistonResult, PistonStage};
 
 /// A submission, checked: the domain's request, and what Piston's answers echo.
 #[derive(Debug)]
@@ -261,7 +261,7 @@ fn unrun(o: &JobOutcome) -> PistonStage {
 /// shows `compile` exactly then); `run` is what the run stage wrote.
 pub fn result(
     o: &JobOutcome,
-    kiln_language: &str,
+    piston_language: &str,
     version: &str,
     compiled: bool,
     run: Written,
@@ -287,7 +287,7 @@ pub fn result(
         _ => unrun(o),
     };
     PistonResult {
-        language: piston_name(kiln_language).0.to_string(),
+        language: piston_language.to_string(),
         version: version.to_string(),
         run,
         compile,

@@ -5,6 +5,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kiln_lang::Language;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -204,25 +205,11 @@ pub struct PistonPackageRequest {
     pub version: Option<String>,
 }
 
-/// Piston's name of a Kiln language, and the toolchain Piston names as its `runtime`. (Kiln's
-/// catalog answers to every Piston name already, as a name or an alias, so requests need no
-/// mapping back.)
-pub fn piston_name(kiln: &str) -> (&str, Option<&'static str>) {
-    match kiln {
-        "c" => ("c", Some("gcc")),
-        "cpp" => ("c++", Some("gcc")),
-        "javascript" => ("javascript", Some("node")),
-        "r" => ("r", Some("rscript")),
-        "sqlite" => ("sqlite3", None),
-        other => (other, None),
-    }
-}
-
 /// The aliases of a language as Piston lists them: Kiln's name and aliases, less Piston's name.
-pub fn piston_aliases(kiln: &str, aliases: &[String]) -> Vec<String> {
-    let (name, _) = piston_name(kiln);
-    std::iter::once(kiln.to_string())
-        .chain(aliases.iter().cloned())
+pub fn piston_aliases(language: &Language) -> Vec<String> {
+    let name = language.piston_name();
+    std::iter::once(language.name.clone())
+        .chain(language.aliases.iter().cloned())
         .filter(|a| a != name)
         .collect()
 }
@@ -233,12 +220,22 @@ mod tests {
 
     #[test]
     fn kiln_names_become_pistons_and_keep_theirs_as_aliases() {
-        assert_eq!(piston_name("cpp"), ("c++", Some("gcc")));
-        assert_eq!(
-            piston_aliases("cpp", &["c++".into(), "g++".into()]),
-            vec!["cpp", "g++"]
-        );
-        assert_eq!(piston_name("python"), ("python", None));
-        assert_eq!(piston_aliases("python", &["py".into()]), vec!["py"]);
+        let catalog = kiln_lang::Catalog::embedded().unwrap();
+        let find = |name: &str| {
+            catalog
+                .all()
+                .iter()
+                .find(|l| l.name == name)
+                .unwrap()
+                .clone()
+        };
+        let cpp = find("cpp");
+        assert_eq!(cpp.piston_name(), "c++");
+        assert_eq!(cpp.compat.piston.runtime.as_deref(), Some("gcc"));
+        assert_eq!(piston_aliases(&cpp), vec!["cpp", "g++", "cxx"]);
+        let python = find("python");
+        assert_eq!(python.piston_name(), "python");
+        assert_eq!(piston_aliases(&python), vec!["py", "python3"]);
+        assert_eq!(find("nasm").piston_name(), "nasm64");
     }
 }
