@@ -393,6 +393,7 @@ pub(crate) async fn engine_run(engine: &Engine, python: Language) -> Result<Dura
             content: SOURCE.as_bytes().to_vec(),
         }],
         args: Vec::new(),
+        compile_options: Vec::new(),
         stdin: StdinSource::Closed,
         limits,
         shape: SandboxShape::default(),

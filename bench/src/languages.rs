@@ -169,7 +169,7 @@ impl Hello {
         let limits = run_limits(language, &limit_overrides(&case.limits));
         let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
         let memory_mb = limits.memory_bytes.map(|b| b >> 20);
-        let recipe = language.recipe(&names, &case.args, memory_mb)?;
+        let recipe = language.recipe(&names, &case.args, &[], memory_mb)?;
         Ok(Self {
             language: language.clone(),
             files,
@@ -293,6 +293,7 @@ async fn in_kiln(kiln: &Kiln, hello: &Hello) -> Result<Timing> {
         language: hello.language.clone(),
         files: hello.files.clone(),
         args: hello.args.clone(),
+        compile_options: Vec::new(),
         stdin: StdinSource::Closed,
         limits: hello.limits.clone(),
         shape: SandboxShape::default(),

@@ -62,6 +62,9 @@ pub struct JobRequest {
     pub stdin: Option<Vec<u8>>,
     /// Program arguments.
     pub args: Vec<String>,
+    /// Extra compiler options, for a compiled language whose compile command takes them
+    /// (`{options}` in its language file).
+    pub compile_options: Vec<String>,
     /// Start without the start handshake.
     pub auto_start: bool,
     /// How its output is given to clients.
@@ -330,17 +333,18 @@ pub(crate) fn check_file_names(
     }
 }
 
-fn check_args(rules: &AdmissionRules, args: &[String], errors: &mut Vec<FieldError>) {
+/// Checks a list of arguments (the program's, or the compiler's extra options) under `field`.
+fn check_args(rules: &AdmissionRules, field: &str, args: &[String], errors: &mut Vec<FieldError>) {
     if args.len() > rules.max_args {
         errors.push(FieldError::new(
-            "args",
+            field,
             format!("must hold at most {} arguments", rules.max_args),
         ));
     }
     for (i, a) in args.iter().enumerate() {
         if a.contains('\0') {
             errors.push(FieldError::new(
-                format!("args.{i}"),
+                format!("{field}.{i}"),
                 "must not contain a NUL character",
             ));
         }
@@ -348,7 +352,7 @@ fn check_args(rules: &AdmissionRules, args: &[String], errors: &mut Vec<FieldErr
     let bytes: usize = args.iter().map(|a| a.len() + 1).sum();
     if bytes > rules.max_args_bytes {
         errors.push(FieldError::new(
-            "args",
+            field,
             format!(
                 "total {bytes} bytes, over the {}-byte limit",
                 rules.max_args_bytes
@@ -368,7 +372,13 @@ pub fn admit(
         errors.push(FieldError::new("language", "must not be empty"));
     }
     check_files(rules, &request.files, &mut errors);
-    check_args(rules, &request.args, &mut errors);
+    check_args(rules, "args", &request.args, &mut errors);
+    check_args(
+        rules,
+        "compileOptions",
+        &request.compile_options,
+        &mut errors,
+    );
     let overrides = overrides(&request.limits, &rules.max_limits, &mut errors);
     if !errors.is_empty() {
         return Err(AdmissionError::Invalid(errors));
@@ -393,6 +403,12 @@ pub fn admit(
         }
     }
     let language = found.language.clone();
+    if !request.compile_options.is_empty() && !language.takes_compile_options() {
+        return Err(AdmissionError::Invalid(vec![FieldError::new(
+            "compileOptions",
+            format!("{} takes no compiler options", language.name),
+        )]));
+    }
     let limits = run_limits(&language, &overrides);
     let mut files: Vec<SourceFile> = request
         .files
@@ -412,6 +428,7 @@ pub fn admit(
         language,
         files,
         args: request.args,
+        compile_options: request.compile_options,
         limits,
         stdin: request.stdin,
         collect_output: request.collect_output,
@@ -435,7 +452,7 @@ mod tests {
         let mut errors = Vec::new();
         let rules = AdmissionRules::default();
         check_files(&rules, &files, &mut errors);
-        check_args(&rules, &args, &mut errors);
+        check_args(&rules, "args", &args, &mut errors);
         overrides(&limits, &rules.max_limits, &mut errors);
         errors
     }

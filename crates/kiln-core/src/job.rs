@@ -246,6 +246,8 @@ pub struct JobSpec {
     pub files: Vec<SourceFile>,
     /// Program arguments.
     pub args: Vec<String>,
+    /// Extra compiler options.
+    pub compile_options: Vec<String>,
     /// The run stage's limits (the compile stage's are the language's on top).
     pub limits: Limits,
     /// stdin given up front, then closed.

@@ -650,6 +650,7 @@ impl JobService {
             language: job.spec.language.clone(),
             files: job.spec.files.clone(),
             args: job.spec.args.clone(),
+            compile_options: job.spec.compile_options.clone(),
             stdin: StdinSource::Live(job.stdin_feed()),
             limits: job.spec.limits.clone(),
             shape: SandboxShape::default(),

@@ -81,6 +81,9 @@ pub struct RunSpec {
     /// A line the runtime prints to stderr when the program ran out of the memory it was given
     /// (a managed heap sized from the limit): such a run is `memory_limit`, not an error exit.
     pub memory_error: Option<String>,
+    /// The smallest file-size limit the runtime starts under, KiB: a lower one a client asks
+    /// for is raised to it (the BEAM's JIT sizes an in-memory file for its code).
+    pub min_file_size_kb: Option<u64>,
 }
 
 /// How the APIs Kiln answers for name a language: data, so that a language file brings its own.
@@ -195,6 +198,12 @@ impl Language {
         if self.run.argv.is_empty() {
             return Err(invalid("run.argv", "is empty"));
         }
+        if self.run.argv.iter().any(|a| a == "{options}") {
+            return Err(invalid(
+                "run.argv",
+                "{options} belongs to the compile stage",
+            ));
+        }
         if self.compile.as_ref().is_some_and(|c| c.argv.is_empty()) {
             return Err(invalid("compile.argv", "is empty"));
         }
@@ -236,5 +245,12 @@ impl Language {
     /// Whether it has a compile stage.
     pub fn is_compiled(&self) -> bool {
         self.compile.is_some()
+    }
+
+    /// Whether its compile command takes a client's extra options (`{options}`).
+    pub fn takes_compile_options(&self) -> bool {
+        self.compile
+            .as_ref()
+            .is_some_and(|c| c.argv.iter().any(|a| a == "{options}"))
     }
 }

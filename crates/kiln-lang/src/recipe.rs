@@ -3,6 +3,8 @@
 //! Placeholders in `argv` and `env`:
 //! - `{sources}` (a whole argument): every file with one of the language's extensions, entry first;
 //! - `{args}` (a whole argument): the program's arguments;
+//! - `{options}` (a whole argument, compile stage): extra compiler options a client gave, in a
+//!   language that takes them;
 //! - `{entry}`, `{entry_stem}`: the entry file's name, with and without its extension;
 //! - `{memory_mb}`, `{memory_bytes}`: the run stage's memory limit, for runtimes that size a heap;
 //! - `{heap_mb}`: three quarters of it, for a managed heap that must leave room for the runtime.
@@ -52,12 +54,14 @@ pub enum RecipeError {
 const DEFAULT_MEMORY_MB: u64 = 256;
 
 impl Language {
-    /// The stages for a program whose files are `files` (the first is the entry) and whose
-    /// arguments are `args`, with a run-stage memory limit of `memory_mb` (if known).
+    /// The stages for a program whose files are `files` (the first is the entry), whose
+    /// arguments are `args` and whose extra compiler options are `options`, with a run-stage
+    /// memory limit of `memory_mb` (if known).
     pub fn recipe(
         &self,
         files: &[String],
         args: &[String],
+        options: &[String],
         memory_mb: Option<u64>,
     ) -> Result<Recipe, RecipeError> {
         let entry = files.first().ok_or(RecipeError::NoFiles)?;
@@ -96,6 +100,7 @@ impl Language {
                 .flat_map(|a| match a.as_str() {
                     "{sources}" => sources.clone(),
                     "{args}" => args.to_vec(),
+                    "{options}" => options.to_vec(),
                     other => vec![fill(other)],
                 })
                 .collect()
@@ -127,7 +132,7 @@ extensions = ["java"]
 entry = "Main.java"
 interactive = true
 version = { command = ["java", "-version"], regex = 'version "([^"]+)"' }
-compile = { argv = ["javac", "-d", ".", "{sources}"], limits = { memory_mb = 512 } }
+compile = { argv = ["javac", "{options}", "-d", ".", "{sources}"], limits = { memory_mb = 512 } }
 run = { argv = ["java", "-XX:MaxRAM={memory_bytes}", "{entry_stem}", "{args}"], env = ["HEAP={memory_mb}"] }
 limits = { memory_mb = 128 }
 "#;
@@ -141,12 +146,12 @@ limits = { memory_mb = 128 }
             "data.txt".into(),
         ];
         let r = lang
-            .recipe(&files, &["a".into(), "b c".into()], None)
+            .recipe(&files, &["a".into(), "b c".into()], &["-g".into()], None)
             .unwrap();
         let compile = r.compile.unwrap();
         assert_eq!(
             compile.argv,
-            ["javac", "-d", ".", "Hello.java", "Other.java"]
+            ["javac", "-g", "-d", ".", "Hello.java", "Other.java"]
         );
         assert_eq!(compile.limits.memory_mb, Some(512));
         assert_eq!(
@@ -154,9 +159,9 @@ limits = { memory_mb = 128 }
             ["java", "-XX:MaxRAM=134217728", "Hello", "a", "b c"]
         );
         assert_eq!(r.run.env, ["HEAP=128"]);
-        let r = lang.recipe(&files, &[], Some(64)).unwrap();
+        let r = lang.recipe(&files, &[], &[], Some(64)).unwrap();
         assert_eq!(r.run.argv[1], "-XX:MaxRAM=67108864");
-        assert_eq!(lang.recipe(&[], &[], None), Err(RecipeError::NoFiles));
+        assert_eq!(lang.recipe(&[], &[], &[], None), Err(RecipeError::NoFiles));
     }
 
     #[test]
@@ -171,6 +176,9 @@ limits = { memory_mb = 128 }
             .unwrap_err()
             .to_string();
         assert!(err.contains("x.toml"), "{err}");
+        let broken = JAVA_LIKE.replace(r#""{entry_stem}", "{args}""#, r#""{options}""#);
+        let err = Language::parse("x.toml", &broken).unwrap_err().to_string();
+        assert!(err.contains("run.argv"), "{err}");
         let broken = format!("{JAVA_LIKE}\n[compat]\npiston = {{ name = \"kotlin\" }}\n");
         let err = Language::parse("x.toml", &broken).unwrap_err().to_string();
         assert!(err.contains("compat.piston.name"), "{err}");

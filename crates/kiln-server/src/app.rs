@@ -51,6 +51,32 @@ pub fn router(state: AppState) -> Router {
     .merge(realtime)
 }
 
+/// The application of the Judge0 address (`[judge0] listen`): Judge0's routes at the root, for
+/// clients that cannot take a path prefix. Every path is read as the same path under `/judge0`
+/// of `app` (the whole application), so auth, limits, submissions and answers are the main
+/// address's.
+pub fn judge0_root_router(app: Router) -> Router {
+    use tower::ServiceExt as _;
+    Router::new().fallback(move |mut req: axum::extract::Request| {
+        let app = app.clone();
+        async move {
+            let path = req.uri().path().trim_end_matches('/');
+            let rewritten = match req.uri().query() {
+                Some(q) => format!("/judge0{path}?{q}"),
+                None => format!("/judge0{path}"),
+            };
+            match rewritten.parse::<Uri>() {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => return crate::judge0::wire::Judge0Error::not_found().into_response(),
+            }
+            match app.oneshot(req).await {
+                Ok(response) => response.into_response(),
+                Err(never) => match never {},
+            }
+        }
+    })
+}
+
 /// The application of the metrics address: `/metrics` without a token.
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()

@@ -42,9 +42,6 @@ pub struct ServerConfig {
     pub result_ttl_secs: u64,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// Whether the Judge0 face takes `wait=true` (Judge0's `ENABLE_WAIT_RESULT`); when off it
-    /// answers `{"error":"wait not allowed"}`.
-    pub judge0_allow_wait: bool,
     /// Most files per job.
     pub max_files: usize,
     /// Largest total of all files' decoded bytes (413 past it).
@@ -88,8 +85,51 @@ pub struct ServerConfig {
     pub sandboxes: SandboxSettings,
     /// Function calls and codelets.
     pub functions: FunctionSettings,
+    /// The Judge0 face.
+    pub judge0: Judge0Settings,
     /// How long a graceful shutdown waits for admitted jobs.
     pub drain_secs: u64,
+}
+
+/// The Judge0 face (`/judge0`, and optionally the root of a listener of its own).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct Judge0Settings {
+    /// Also serve the Judge0 routes at the root of this address, for clients that cannot take a
+    /// path prefix (Judge0's own port is 2358).
+    pub listen: Option<SocketAddr>,
+    /// Take `wait=true` (Judge0's `ENABLE_WAIT_RESULT`); when off, `{"error":"wait not allowed"}`.
+    pub allow_wait: bool,
+    /// Take `compiler_options` (Judge0's `ENABLE_COMPILER_OPTIONS`), for the languages whose
+    /// compile command has `{options}`. The options run the compiler, which has the compile
+    /// stage's larger limits, with what a client chose.
+    pub compiler_options: bool,
+    /// Take `callback_url` (Judge0's `ENABLE_CALLBACKS`): the server PUTs the finished submission
+    /// there, so a client can make it send requests to any `http://` address it reaches.
+    pub callbacks: bool,
+    /// Tries of a callback before it is given up (Judge0's `CALLBACKS_MAX_TRIES`).
+    pub callback_tries: u32,
+    /// How long one try may take, ms (Judge0's `CALLBACKS_TIMEOUT`).
+    pub callback_timeout_ms: u64,
+    /// Take `additional_files` (Judge0's `ENABLE_ADDITIONAL_FILES`).
+    pub additional_files: bool,
+    /// The most bytes `additional_files` may extract to (Judge0's `MAX_EXTRACT_SIZE`, KB).
+    pub max_extract_kb: u64,
+}
+
+impl Default for Judge0Settings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            allow_wait: true,
+            compiler_options: true,
+            callbacks: true,
+            callback_tries: 3,
+            callback_timeout_ms: 5000,
+            additional_files: true,
+            max_extract_kb: 10240,
+        }
+    }
 }
 
 /// Function calls and codelets (`/v1/functions/call`, `/v1/codelets/run`).
@@ -307,7 +347,6 @@ impl Default for ServerConfig {
             warmup_ms: 30_000,
             result_ttl_secs: 3600,
             max_body_bytes: 10 << 20,
-            judge0_allow_wait: true,
             max_files: 64,
             max_files_bytes: 8 << 20,
             max_file_name_len: 255,
@@ -328,6 +367,7 @@ impl Default for ServerConfig {
             pusher: PusherConfig::default(),
             sandboxes: SandboxSettings::default(),
             functions: FunctionSettings::default(),
+            judge0: Judge0Settings::default(),
             drain_secs: 30,
         }
     }

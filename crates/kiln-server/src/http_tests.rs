@@ -80,6 +80,7 @@ pub(crate) async fn app(cfg: ServerConfig) -> App {
     let cfg = Arc::new(cfg);
     let state = AppState {
         tokens: Arc::new(Tokens::new(cfg.tokens.iter())),
+        compat: Default::default(),
         cfg,
         service,
         sandboxes,

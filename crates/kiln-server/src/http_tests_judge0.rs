@@ -66,7 +66,27 @@ async fn judge0_create_refuses_bad_fields_with_judge0s_422() {
         (
             json!({"source_code": "x", "language_id": 71, "compiler_options": "-O2"}),
             "compiler_options",
-            "not allowed",
+            "only allowed for compiled languages",
+        ),
+        (
+            json!({"source_code": "x", "language_id": 71, "callback_url": "https://example.test/hook"}),
+            "callback_url",
+            "must be an http:// URL",
+        ),
+        (
+            json!({"source_code": "x", "language_id": 71, "callback_url": "hook"}),
+            "callback_url",
+            "is not a valid URL",
+        ),
+        (
+            json!({"source_code": "x", "language_id": 71, "additional_files": "!!!"}),
+            "additional_files",
+            "is not valid base64",
+        ),
+        (
+            json!({"source_code": "x", "language_id": 71, "additional_files": "aGVsbG8="}),
+            "additional_files",
+            "is not a valid zip archive",
         ),
         (
             json!({"source_code": "x", "language_id": 71, "enable_network": true}),
@@ -129,7 +149,10 @@ async fn judge0_create_refuses_bad_fields_with_judge0s_422() {
 
 async fn app_without_wait() -> crate::http_tests::App {
     app(ServerConfig {
-        judge0_allow_wait: false,
+        judge0: crate::config::Judge0Settings {
+            allow_wait: false,
+            ..Default::default()
+        },
         ..ServerConfig::default()
     })
     .await

@@ -94,6 +94,8 @@ pub struct Started {
     pub addr: std::net::SocketAddr,
     /// The metrics address, when there is one.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The address serving Judge0's routes at its root, when there is one.
+    pub judge0_addr: Option<std::net::SocketAddr>,
     /// A generated token, when none was configured and it was made just now (print it once).
     pub new_token: Option<String>,
 }
@@ -107,6 +109,27 @@ fn realtime_config(cfg: &ServerConfig) -> RealtimeConfig {
         max_message_bytes: 10 * 1024,
     }
 }
+
+/// A listener beside the main one, serving `app` until `stop` changes; its task and address.
+async fn side_listener(
+    addr: std::net::SocketAddr,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<SideListener, ServeError> {
+    let l = bind(addr).await?;
+    let bound = l.local_addr().ok();
+    let task = tokio::spawn(crate::listener::serve(l, app, limits, async move {
+        let _ = stop.changed().await;
+    }));
+    Ok((Some(task), bound))
+}
+
+/// A side listener's task and address.
+type SideListener = (
+    Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    Option<std::net::SocketAddr>,
+);
 
 async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
     tokio::net::TcpListener::bind(addr)
@@ -221,6 +244,7 @@ pub async fn serve(
         functions,
         realtime,
         tokens: Arc::new(Tokens::new(cfg.tokens.iter())),
+        compat: Default::default(),
     };
     let limits = ConnectionLimits {
         max_connections: cfg.max_connections,
@@ -235,22 +259,23 @@ pub async fn serve(
         source: e,
     })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut metrics_task = None;
-    let mut metrics_addr = None;
-    if let Some(m) = cfg.metrics_listen {
-        let l = bind(m).await?;
-        metrics_addr = l.local_addr().ok();
-        let app = crate::app::metrics_router(state.clone());
-        let mut stop = stop_rx.clone();
-        metrics_task = Some(tokio::spawn(crate::listener::serve(
-            l,
-            app,
-            limits,
-            async move {
-                let _ = stop.changed().await;
-            },
-        )));
-    }
+    let (metrics_task, metrics_addr) = match cfg.metrics_listen {
+        Some(m) => {
+            let app = crate::app::metrics_router(state.clone());
+            side_listener(m, app, limits, stop_rx.clone()).await?
+        }
+        None => (None, None),
+    };
+    // One application for every listener, so that they share the faces' state (the Judge0
+    // submissions among it).
+    let app = crate::app::router(state);
+    let (judge0_task, judge0_addr) = match cfg.judge0.listen {
+        Some(j) => {
+            let app = crate::app::judge0_root_router(app.clone());
+            side_listener(j, app, limits, stop_rx.clone()).await?
+        }
+        None => (None, None),
+    };
     let purger = {
         let service = service.clone();
         tokio::spawn(async move {
@@ -264,10 +289,10 @@ pub async fn serve(
     on_start(Started {
         addr,
         metrics_addr,
+        judge0_addr,
         new_token,
     });
     tracing::info!(%addr, "kiln serve: listening");
-    let app = crate::app::router(state);
     let result = crate::listener::serve(listener, app, limits, async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -277,7 +302,7 @@ pub async fn serve(
     sandboxes.shutdown().await;
     service.drain().await;
     purger.abort();
-    if let Some(t) = metrics_task {
+    for t in [metrics_task, judge0_task].into_iter().flatten() {
         let _ = t.await;
     }
     if let Some(f) = forwarder {

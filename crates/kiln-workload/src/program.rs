@@ -36,6 +36,8 @@ pub struct Program {
     pub files: Vec<SourceFile>,
     /// Its arguments.
     pub args: Vec<String>,
+    /// Extra compiler options (for a language whose compile command has `{options}`).
+    pub compile_options: Vec<String>,
     /// Its stdin.
     pub stdin: StdinSource,
     /// The run stage's limits.
@@ -92,9 +94,14 @@ pub fn limit_overrides(stage: &StageLimits) -> LimitOverrides {
 /// The run stage's limits for `language`: the engine's defaults, then the language's, then what
 /// the caller asks for (`overrides`).
 pub fn run_limits(language: &Language, overrides: &LimitOverrides) -> Limits {
-    Limits::default()
+    let mut limits = Limits::default()
         .merged(&limit_overrides(&language.limits))
-        .merged(overrides)
+        .merged(overrides);
+    if let Some(floor) = language.run.min_file_size_kb {
+        let floor = floor.saturating_mul(1 << 10);
+        limits.file_size_bytes = limits.file_size_bytes.map(|b| b.max(floor));
+    }
+    limits
 }
 
 /// Runs `program` in a fresh sandbox from `engine`, streaming the compiler's output as
@@ -129,13 +136,21 @@ async fn run_in(
     }
     let names: Vec<String> = program.files.iter().map(|f| f.name.clone()).collect();
     let memory_mb = program.limits.memory_bytes.map(|b| b >> 20);
-    let recipe = program.language.recipe(&names, &program.args, memory_mb)?;
+    let recipe =
+        program
+            .language
+            .recipe(&names, &program.args, &program.compile_options, memory_mb)?;
 
     let compile = match &recipe.compile {
         None => None,
         Some(stage) => {
             sink.stage(Phase::Compiling);
-            let limits = program.limits.merged(&limit_overrides(&stage.limits));
+            let mut limits = program.limits.merged(&limit_overrides(&stage.limits));
+            // A client's file-size limit is its program's: the compiler's output (a binary, a
+            // jar) may take the default however low the program's is (Judge0's is 1 MB).
+            limits.file_size_bytes = limits
+                .file_size_bytes
+                .max(Limits::default().file_size_bytes);
             let mut spec = RunSpec::new(stage.argv.clone(), limits);
             spec.env = merge_env(&stage.env);
             let mut capture = CompileSink {
@@ -294,6 +309,19 @@ mod tests {
         let l = base.merged(&limit_overrides(&huge));
         assert_eq!(l.file_size_bytes, Some(u64::MAX));
         assert_eq!(l.memory_bytes, Some(u64::MAX));
+    }
+
+    #[test]
+    fn a_runtimes_file_size_floor_raises_a_lower_limit() {
+        let catalog = kiln_lang::Catalog::embedded().unwrap();
+        let elixir = catalog.all().iter().find(|l| l.name == "elixir").unwrap();
+        let asked = LimitOverrides {
+            file_size_bytes: Some(1 << 20),
+            ..LimitOverrides::default()
+        };
+        assert_eq!(run_limits(elixir, &asked).file_size_bytes, Some(64 << 20));
+        let python = catalog.all().iter().find(|l| l.name == "python").unwrap();
+        assert_eq!(run_limits(python, &asked).file_size_bytes, Some(1 << 20));
     }
 
     #[test]

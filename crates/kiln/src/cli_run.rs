@@ -110,6 +110,7 @@ async fn run_files(args: RunArgs) -> anyhow::Result<i32> {
         language: language.clone(),
         files,
         args: args.args,
+        compile_options: Vec::new(),
         stdin,
         limits,
         shape,

@@ -21,6 +21,10 @@ pub struct ServeArgs {
     /// Also serve /metrics here, without a token (on the main address it needs one)
     #[arg(long, env = "KILN_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Also serve the Judge0 API at the root of this address (`[judge0] listen`), for clients
+    /// that cannot take the `/judge0` prefix
+    #[arg(long, env = "KILN_JUDGE0_LISTEN")]
+    judge0_listen: Option<SocketAddr>,
     /// Directory of the job database and generated secrets [default: kiln-data]
     #[arg(long, env = "KILN_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -125,6 +129,9 @@ fn load(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(m) = args.metrics_listen {
         cfg.metrics_listen = Some(m);
     }
+    if let Some(j) = args.judge0_listen {
+        cfg.judge0.listen = Some(j);
+    }
     if let Some(id) = args.pusher_app_id {
         cfg.pusher.app_id = id;
     }
@@ -214,6 +221,9 @@ pub async fn run(args: ServeArgs) -> i32 {
         }
         if let Some(m) = s.metrics_addr {
             eprintln!("kiln serve: metrics on http://{m}/metrics");
+        }
+        if let Some(j) = s.judge0_addr {
+            eprintln!("kiln serve: the Judge0 API at the root of http://{j}");
         }
         eprintln!("kiln serve: listening on http://{}", s.addr);
     };

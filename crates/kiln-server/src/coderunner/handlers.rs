@@ -441,6 +441,7 @@ pub fn metrics_text(state: &AppState) -> Response {
         sandboxes: state.sandboxes.count(),
         sandbox_pool_ready: state.sandboxes.pooled(),
         ..kiln_core::metrics::Gauges::default()
-    }) + &state.functions.render_metrics();
+    }) + &state.functions.render_metrics()
+        + &state.compat.render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -176,6 +176,7 @@ impl ExecuteRequest {
             collect_output: self.collect_output.unwrap_or(false),
             stdin: self.stdin.map(String::into_bytes),
             args: self.args.unwrap_or_default(),
+            compile_options: Vec::new(),
             auto_start: auto_start || self.auto_start.unwrap_or(false),
             output_encoding: match self.output_encoding {
                 Some(OutputEncodingName::Base64) => OutputEncoding::Base64,

@@ -2,6 +2,7 @@
 //! admission, queue, quotas, limits and metrics), answering in Judge0's shapes and with its
 //! `{"field": [...]}` and `{"error": ...}` refusals. A submission's token is its job's id.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, Path, Request, State};
@@ -15,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
 use super::project::{self, View, Written};
-use super::store::{Entry, Store};
+use super::store::{Entry, Runs, Store};
 use super::wire::{
     flag, About, BatchRequest, CreateQuery, Judge0Error, Judge0Language, Judge0LanguageArchived,
     Judge0LanguageDetail, Judge0Message, Judge0Status, ShowQuery, SubmissionRequest,
@@ -71,25 +72,32 @@ async fn written(state: &AppState, id: &JobId) -> Written {
     w
 }
 
-/// Checks and admits one submission for `caller`, keeping it in the store; its token.
+/// Checks and admits one submission for `caller`, keeping it in the store; its token. With
+/// `number_of_runs` or a `callback_url`, a task follows it: it runs the program again while the
+/// runs are Accepted, then calls back.
 fn admit(
     state: &AppState,
-    store: &Store,
+    store: &Arc<Store>,
     caller: &Caller,
     body: SubmissionRequest,
     base64: bool,
 ) -> Result<String, Judge0Error> {
-    let mut checked = project::check(body, state.service.catalog(), base64)?;
+    let mut checked = project::check(body, state.service.catalog(), base64, &state.cfg)?;
     let language_name = project::language(state.service.catalog(), checked.language_id)
         .map(|l| l.1)
         .unwrap_or_default();
     let request = std::mem::take(&mut checked.request);
+    let callback = checked.settings.callback_url.clone();
+    let wanted = checked.settings.number_of_runs.max(1);
+    let again = (wanted > 1).then(|| request.clone());
     let id = state
         .service
         .submit(&caller.0, request)
         .map_err(|e| Judge0Error::from(crate::coderunner::handlers::refused(e)))?;
+    state.compat.judge0.fetch_add(1, Relaxed);
     let now = now_ms();
     let ttl = i64::try_from(state.service.config().result_ttl.as_millis()).unwrap_or(i64::MAX);
+    let (settle, settled) = tokio::sync::watch::channel(again.is_none());
     store.insert(
         id.0.clone(),
         Entry {
@@ -99,9 +107,108 @@ fn admit(
             created_at_ms: now,
             expires_at_ms: now.saturating_add(ttl),
             finished: None,
+            runs: Runs {
+                extra: Vec::new(),
+                settled,
+            },
         },
     );
+    if again.is_some() || callback.is_some() {
+        tokio::spawn(follow(
+            Follow {
+                state: state.clone(),
+                store: store.clone(),
+                caller: caller.clone(),
+                token: id.0.clone(),
+            },
+            again.map(|r| (r, wanted)),
+            settle,
+            callback,
+        ));
+    }
     Ok(id.0)
+}
+
+/// A submission a task follows.
+struct Follow {
+    state: AppState,
+    store: Arc<Store>,
+    caller: Caller,
+    token: String,
+}
+
+/// Runs submission `f.token` again (`again`: the request and how many runs in all) while its
+/// runs are Accepted, says so on `settle` once the last is over, then calls back.
+async fn follow(
+    f: Follow,
+    again: Option<(kiln_core::JobRequest, u64)>,
+    settle: tokio::sync::watch::Sender<bool>,
+    callback: Option<String>,
+) {
+    let mut last = JobId(f.token.clone());
+    if let Some((request, wanted)) = again {
+        for _ in 1..wanted {
+            f.state.service.wait_finished(&last).await;
+            // Judge0 stops at the first run that is not Accepted.
+            if run_result(&f, &last).await.is_none_or(|r| r.status.id != 3) {
+                break;
+            }
+            match f.state.service.submit(&f.caller.0, request.clone()) {
+                Ok(id) => {
+                    f.state.compat.judge0.fetch_add(1, Relaxed);
+                    f.store.add_run(&f.token, id.0.clone());
+                    last = id;
+                }
+                Err(e) => {
+                    tracing::warn!(token = %f.token, error = %e, "judge0: a further run was refused; the runs end here");
+                    break;
+                }
+            }
+        }
+        f.state.service.wait_finished(&last).await;
+        let _ = settle.send(true);
+    }
+    if let Some(url) = callback {
+        call_back(&f, &url).await;
+    }
+}
+
+/// The projected result of run `job` of submission `f.token`, once it is over.
+async fn run_result(f: &Follow, job: &JobId) -> Option<project::Finished> {
+    let entry = f.store.get(&f.caller.0, &f.token)?;
+    let record = f.state.service.record_of(&f.caller.0, job).await?;
+    let outcome = record.outcome.as_ref()?;
+    Some(project::finished(
+        outcome,
+        entry.checked.expected_output.as_deref(),
+        entry.checked.settings.redirect_stderr_to_stdout,
+        written(&f.state, job).await,
+    ))
+}
+
+/// Once submission `f.token` is over, PUTs its default fields, base64-encoded, to `url`
+/// (checked when it was admitted).
+async fn call_back(f: &Follow, url: &str) {
+    let Ok(target) = super::callback::Target::parse(url) else {
+        return;
+    };
+    let (state, store, caller, token) = (&f.state, &f.store, &f.caller, &f.token);
+    state.service.wait_finished(&JobId(token.clone())).await;
+    let fields = project::DEFAULT_FIELDS.to_vec();
+    let Some(Ok(view)) = view_of(state, store, caller, token, &fields, true).await else {
+        return;
+    };
+    let body = bytes::Bytes::from(Value::Object(view).to_string());
+    let cfg = &state.cfg.judge0;
+    let timeout = std::time::Duration::from_millis(cfg.callback_timeout_ms);
+    match super::callback::deliver(&target, body, cfg.callback_tries, timeout).await {
+        Ok(status) => {
+            tracing::info!(%token, host = %target.host, %status, "judge0 callback delivered")
+        }
+        Err(why) => {
+            tracing::warn!(%token, host = %target.host, %why, "judge0 callback given up")
+        }
+    }
 }
 
 /// `owner`'s submission `token` as Judge0 shows it, or `None` when unknown or expired.
@@ -117,21 +224,42 @@ async fn view_of(
     let id = JobId(token.to_string());
     let record = state.service.record_of(&caller.0, &id).await?;
     let mut pending = project::pending(record.state);
-    if entry.finished.is_none() {
+    let settled = *entry.runs.settled.borrow();
+    if entry.finished.is_none() && settled {
         if let Some(o) = &record.outcome {
-            let w = written(state, &id).await;
-            let f = project::finished(
+            let mut runs = vec![project::finished(
                 o,
                 entry.checked.expected_output.as_deref(),
                 entry.checked.settings.redirect_stderr_to_stdout,
-                w,
-            );
-            let done = (record.updated_at_ms, f);
-            store.finish(token, done.clone());
-            entry.finished = Some(done);
+                written(state, &id).await,
+            )];
+            let mut finished_at = record.updated_at_ms;
+            for job in entry.runs.extra.iter().map(|j| JobId(j.clone())) {
+                let r = state.service.record_of(&caller.0, &job).await;
+                if let Some((o, at)) = r
+                    .as_ref()
+                    .and_then(|r| Some((r.outcome.as_ref()?, r.updated_at_ms)))
+                {
+                    finished_at = at;
+                    runs.push(project::finished(
+                        o,
+                        entry.checked.expected_output.as_deref(),
+                        entry.checked.settings.redirect_stderr_to_stdout,
+                        written(state, &job).await,
+                    ));
+                }
+            }
+            if let Some(f) = project::combined(runs) {
+                let done = (finished_at, f);
+                store.finish(token, done.clone());
+                entry.finished = Some(done);
+            }
         } else if record.state.is_final() {
             pending = project::STATUSES[12];
         }
+    } else if entry.finished.is_none() && record.state.is_final() {
+        // Its first run is over; further ones are on their way.
+        pending = project::STATUSES[1];
     }
     let view = View {
         token,
@@ -164,7 +292,7 @@ pub async fn create(
     let base64 = flag(&q.base64_encoded);
     let wait = flag(&q.wait);
     let fields = project::fields(q.fields.as_deref())?;
-    if wait && !state.cfg.judge0_allow_wait {
+    if wait && !state.cfg.judge0.allow_wait {
         return Err(Judge0Error::bad("wait not allowed"));
     }
     let token = admit(&state, &store, &caller, body, base64)?;
@@ -172,6 +300,9 @@ pub async fn create(
         return Ok((StatusCode::CREATED, Json(json!({"token": token}))).into_response());
     }
     state.service.wait_finished(&JobId(token.clone())).await;
+    if let Some(entry) = store.get(&caller.0, &token) {
+        let _ = entry.runs.settled.clone().wait_for(|s| *s).await;
+    }
     match view_of(&state, &store, &caller, &token, &fields, base64).await {
         Some(Ok(m)) => Ok((StatusCode::CREATED, Json(m)).into_response()),
         // Judge0 answers 201 then too, with the token to fetch it by in base64.
@@ -467,15 +598,15 @@ pub async fn config_info(State(state): State<AppState>) -> Json<Value> {
     let cfg = state.service.config();
     Json(json!({
         "maintenance_mode": false,
-        "enable_wait_result": state.cfg.judge0_allow_wait,
-        "enable_compiler_options": false,
+        "enable_wait_result": state.cfg.judge0.allow_wait,
+        "enable_compiler_options": state.cfg.judge0.compiler_options,
         "allowed_languages_for_compile_options": [],
         "enable_command_line_arguments": true,
         "enable_submission_delete": true,
-        "enable_callbacks": false,
-        "callbacks_max_tries": 0,
-        "callbacks_timeout": 0.0,
-        "enable_additional_files": false,
+        "enable_callbacks": state.cfg.judge0.callbacks,
+        "callbacks_max_tries": state.cfg.judge0.callback_tries,
+        "callbacks_timeout": state.cfg.judge0.callback_timeout_ms as f64 / 1000.0,
+        "enable_additional_files": state.cfg.judge0.additional_files,
         "max_queue_size": cfg.queue_depth,
         "cpu_time_limit": 5.0,
         "max_cpu_time_limit": 15.0,
@@ -498,7 +629,7 @@ pub async fn config_info(State(state): State<AppState>) -> Json<Value> {
         "number_of_runs": 1,
         "max_number_of_runs": 20,
         "redirect_stderr_to_stdout": false,
-        "max_extract_size": 0,
+        "max_extract_size": state.cfg.judge0.max_extract_kb,
         "enable_batched_submissions": true,
         "max_submission_batch_size": MAX_BATCH,
         "submission_cache_duration": 0.0,
@@ -522,6 +653,75 @@ pub async fn workers(State(state): State<AppState>) -> Json<Vec<super::wire::Wor
         paused: 0,
         failed: 0,
     }])
+}
+
+/// `GET /system_info`: the host's `lscpu` facts and `free -h` rows.
+#[utoipa::path(get, path = "/judge0/system_info", tag = "judge0", security(("bearer" = [])),
+    responses((status = 200, description = "`lscpu` keys and values, and `Mem` and `Swap` rows")))]
+pub async fn system_info() -> Json<Map<String, Value>> {
+    let cpuinfo = tokio::fs::read_to_string("/proc/cpuinfo")
+        .await
+        .unwrap_or_default();
+    let meminfo = tokio::fs::read_to_string("/proc/meminfo")
+        .await
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    Json(super::system::system_info(&cpuinfo, &meminfo, cpus))
+}
+
+/// Query of `GET /statistics`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct StatisticsQuery {
+    /// `true`: count again now instead of answering from the cache.
+    pub invalidate_cache: Option<String>,
+}
+
+/// `GET /statistics`: the caller's submissions counted by day, language and status.
+#[utoipa::path(get, path = "/judge0/statistics", tag = "judge0", security(("bearer" = [])),
+    params(("invalidate_cache" = Option<bool>, Query)),
+    responses((status = 200, description = "`{now, cached_until, submissions: {total, today, last_30_days}, languages, statuses, database}`")))]
+pub async fn statistics(
+    State(state): State<AppState>,
+    Extension(store): Extension<Arc<Store>>,
+    Extension(cache): Extension<Arc<super::system::StatsCache>>,
+    Extension(caller): Extension<Caller>,
+    q: Result<QueryParams<StatisticsQuery>, crate::error::ApiError>,
+) -> Result<Json<Value>, Judge0Error> {
+    let q = query(q)?;
+    if !flag(&q.invalidate_cache) {
+        if let Some(v) = cache.get(&caller.0) {
+            return Ok(Json(v));
+        }
+    }
+    let fields = project::fields(Some("status"))?;
+    let mut counted = Vec::new();
+    for token in store.tokens_of(&caller.0) {
+        let Some(entry) = store.get(&caller.0, &token) else {
+            continue;
+        };
+        let Some(Ok(view)) = view_of(&state, &store, &caller, &token, &fields, true).await else {
+            continue;
+        };
+        let c = &entry.checked;
+        counted.push(super::system::Counted {
+            created_at_ms: entry.created_at_ms,
+            language: (c.language_id, entry.language_name.clone()),
+            status: (
+                view["status"]["id"].as_u64().unwrap_or(0),
+                view["status"]["description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            bytes: (c.source_code.len()
+                + c.stdin.as_ref().map_or(0, Vec::len)
+                + c.expected_output.as_ref().map_or(0, Vec::len)) as u64,
+        });
+    }
+    let v = super::system::statistics(&counted, now_ms());
+    cache.put(&caller.0, v.clone());
+    Ok(Json(v))
 }
 
 /// `POST /authenticate` and `POST /authorize`: 200 once the token passed (Kiln has one kind of

@@ -1,12 +1,15 @@
 //! Judge0 CE 1.13.1 as one face over the job service, under `/judge0`: submissions (one, a
 //! batch, paged, deleted), languages under Judge0's numeric ids, statuses, `/about`,
-//! `/config_info`, `/workers` and the token checks, in Judge0's shapes and refusals. Jobs go
+//! `/config_info`, `/system_info`, `/statistics`, `/workers` and the token checks, in Judge0's shapes and refusals. Jobs go
 //! through the same admission, queue, quotas, limits and metrics as `POST /v1/run`; what Judge0
 //! echoes that the service does not keep lives in [`store`].
 
+pub mod callback;
+pub mod files;
 pub mod handlers;
 pub mod project;
 pub mod store;
+pub mod system;
 pub mod wire;
 
 use std::sync::Arc;
@@ -36,7 +39,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::about))
         .routes(routes!(handlers::config_info))
         .routes(routes!(handlers::workers))
+        .routes(routes!(handlers::system_info))
+        .routes(routes!(handlers::statistics))
         .routes(routes!(handlers::authenticate))
         .routes(routes!(handlers::authorize))
         .layer(Extension(Arc::new(store::Store::default())))
+        .layer(Extension(Arc::new(system::StatsCache::default())))
 }

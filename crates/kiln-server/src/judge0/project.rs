@@ -15,6 +15,7 @@ use kiln_lang::{Catalog, Detected};
 use serde_json::{Map, Value};
 
 use super::wire::{Judge0Error, Judge0Status, SubmissionRequest};
+use crate::config::ServerConfig;
 
 /// The Judge0 languages the host has: id, name, and Kiln's language, sorted by name as Judge0
 /// sorts them. The ids are data of the language files (`[compat] judge0`); several ids of one
@@ -172,6 +173,10 @@ pub struct Settings {
     pub compiler_options: Option<String>,
     /// `command_line_arguments`.
     pub command_line_arguments: Option<String>,
+    /// `callback_url`.
+    pub callback_url: Option<String>,
+    /// `additional_files`, as given (base64).
+    pub additional_files: Option<String>,
 }
 
 /// A submission, checked: what Judge0 echoes, and the domain's request.
@@ -291,11 +296,13 @@ fn unshell(s: &str) -> String {
         .collect()
 }
 
-/// Checks a body with Judge0's messages and decodes it.
+/// Checks a body with Judge0's messages and decodes it; `cfg` says what the face takes
+/// (`[judge0]`) and how many files a job may have.
 pub fn check(
     body: SubmissionRequest,
     catalog: &Catalog,
     base64: bool,
+    cfg: &ServerConfig,
 ) -> Result<Checked, Judge0Error> {
     let mut p = Problems::default();
     let language_id = match number(&body.language_id, "language_id", &mut p) {
@@ -384,27 +391,73 @@ pub fn check(
             &mut p,
         ) as u64,
         redirect_stderr_to_stdout: boolean(&body.redirect_stderr_to_stdout),
-        compiler_options: body.compiler_options.filter(|s| !s.trim().is_empty()),
+        compiler_options: body
+            .compiler_options
+            .map(|s| unshell(&s))
+            .filter(|s| !s.trim().is_empty()),
         command_line_arguments: body
             .command_line_arguments
             .map(|s| unshell(&s))
             .filter(|s| !s.trim().is_empty()),
+        callback_url: body.callback_url.filter(|s| !s.trim().is_empty()),
+        additional_files: body
+            .additional_files
+            .map(|s| s.chars().filter(|c| !c.is_ascii_whitespace()).collect())
+            .filter(|s: &String| !s.is_empty()),
     };
-    // Judge0's refusals of what its configuration (here: Kiln) does not allow.
+    // Judge0's refusals of what its configuration (`[judge0]`) does not allow.
     if settings.compiler_options.is_some() {
-        p.add(
-            "compiler_options",
-            "setting compiler options is not allowed",
-        );
+        let language = language_id.as_ref().map(|l| &l.2.language);
+        if !cfg.judge0.compiler_options {
+            p.add(
+                "compiler_options",
+                "setting compiler options is not allowed",
+            );
+        } else if language.is_some_and(|l| !l.is_compiled()) {
+            p.add(
+                "compiler_options",
+                "setting compiler options is only allowed for compiled languages",
+            );
+        } else if let Some(l) = language.filter(|l| !l.takes_compile_options()) {
+            p.add(
+                "compiler_options",
+                format!("setting compiler options is not allowed for {}", l.name),
+            );
+        }
     }
     if boolean(&body.enable_network) {
         p.add("enable_network", "enabling network is not allowed");
     }
-    if body.additional_files.is_some_and(|s| !s.is_empty()) {
-        p.add("additional_files", "additional files are not allowed");
-    }
-    if body.callback_url.is_some_and(|s| !s.is_empty()) {
-        p.add("callback_url", "callbacks are not allowed");
+    let extra_files = match &settings.additional_files {
+        Some(_) if !cfg.judge0.additional_files => {
+            p.add("additional_files", "additional files are not allowed");
+            Vec::new()
+        }
+        // Always base64, whatever `base64_encoded` says.
+        Some(b64) => match text(Some(b64.clone()), "additional_files", true, &mut p) {
+            Some(zip) => {
+                let taken = language_id
+                    .as_ref()
+                    .map(|l| vec![l.2.language.entry.clone()])
+                    .unwrap_or_default();
+                let max_bytes = cfg.judge0.max_extract_kb.saturating_mul(1000);
+                // The source file is one of the job's files.
+                let max_files = cfg.max_files.saturating_sub(1);
+                super::files::extract(&zip, max_bytes, max_files, &taken).unwrap_or_else(|e| {
+                    p.add("additional_files", e.to_string());
+                    Vec::new()
+                })
+            }
+            None => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    if let Some(url) = &settings.callback_url {
+        if !cfg.judge0.callbacks {
+            p.add("callback_url", "callbacks are not allowed");
+        } else if let Err(e) = super::callback::Target::parse(url) {
+            p.add("callback_url", e.to_string());
+        }
     }
     for (field, v) in [
         ("compiler_options", &settings.compiler_options),
@@ -433,15 +486,22 @@ pub fn check(
     let request = JobRequest {
         language: found.language.name.clone(),
         version: None,
-        files: vec![FileInput {
+        files: std::iter::once(FileInput {
             name: found.language.entry.clone(),
             content: source_code.clone(),
-        }],
+        })
+        .chain(extra_files)
+        .collect(),
         limits,
         collect_output: true,
         stdin: Some(stdin.clone().unwrap_or_default()),
         args: settings
             .command_line_arguments
+            .as_deref()
+            .map(|s| s.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
+        compile_options: settings
+            .compiler_options
             .as_deref()
             .map(|s| s.split_whitespace().map(String::from).collect())
             .unwrap_or_default(),
@@ -644,6 +704,24 @@ pub fn finished(o: &JobOutcome, expected: Option<&[u8]>, redirect: bool, w: Writ
 }
 
 /// The status of a job not over yet.
+/// The result of several runs of one submission (`number_of_runs`), in order: the last one's,
+/// with time, wall time and memory averaged over them all, as Judge0 reports them.
+pub fn combined(mut runs: Vec<Finished>) -> Option<Finished> {
+    fn mean<T: Copy + Into<f64>>(xs: impl Iterator<Item = Option<T>>) -> Option<f64> {
+        let xs: Vec<f64> = xs.flatten().map(Into::into).collect();
+        (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+    }
+    let time = mean(runs.iter().map(|r| r.time));
+    let wall_time = mean(runs.iter().map(|r| r.wall_time));
+    let memory = mean(runs.iter().map(|r| r.memory.map(|m| m as f64)));
+    let mut last = runs.pop()?;
+    last.time = time;
+    last.wall_time = wall_time;
+    last.memory = memory.map(|m| m.round() as u64);
+    Some(last)
+}
+
+/// The pending status of a job in `state`.
 pub fn pending(state: JobState) -> Judge0Status {
     match state {
         JobState::Queued => status(1),
@@ -778,7 +856,8 @@ pub fn render(
             "compiler_options" => s.compiler_options.clone().into(),
             "command_line_arguments" => s.command_line_arguments.clone().into(),
             "redirect_stderr_to_stdout" => s.redirect_stderr_to_stdout.into(),
-            "callback_url" | "additional_files" => Value::Null,
+            "callback_url" => s.callback_url.clone().into(),
+            "additional_files" => s.additional_files.clone().into(),
             "enable_network" => false.into(),
             _ => continue,
         };

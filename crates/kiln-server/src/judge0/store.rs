@@ -27,6 +27,17 @@ pub struct Entry {
     pub expires_at_ms: i64,
     /// Its result, once it is over and was read (projected once).
     pub finished: Option<(i64, Finished)>,
+    /// Its further runs (`number_of_runs`).
+    pub runs: Runs,
+}
+
+/// The runs of a submission after its first (whose job's id is the token).
+#[derive(Debug, Clone)]
+pub struct Runs {
+    /// The further runs' job ids, in order.
+    pub extra: Vec<String>,
+    /// True once no further run will start and the last one is over (at once for one run).
+    pub settled: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The submissions, by token, with their order of arrival.
@@ -58,6 +69,15 @@ impl Store {
     pub fn get(&self, owner: &str, token: &str) -> Option<Entry> {
         let g = self.inner.lock().ok()?;
         g.0.get(token).filter(|e| e.owner == owner).cloned()
+    }
+
+    /// Adds a further run's job to `token`.
+    pub fn add_run(&self, token: &str, job: String) {
+        if let Ok(mut g) = self.inner.lock() {
+            if let Some(e) = g.0.get_mut(token) {
+                e.runs.extra.push(job);
+            }
+        }
     }
 
     /// Records the result of `token`.

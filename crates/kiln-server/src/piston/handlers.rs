@@ -47,7 +47,7 @@ pub fn submit(
     sub: &mut Submission,
 ) -> Result<JobId, PistonError> {
     let request = std::mem::take(&mut sub.request);
-    state
+    let id = state
         .service
         .submit(&caller.0, request)
         .map_err(|e| match e {
@@ -55,7 +55,12 @@ pub fn submit(
                 sub.unknown()
             }
             e => crate::coderunner::handlers::refused(e).into(),
-        })
+        })?;
+    state
+        .compat
+        .piston
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(id)
 }
 
 /// What the run stage of a finished job wrote, from its event log.

@@ -148,6 +148,7 @@ pub fn submission(
         collect_output: !live,
         stdin,
         args: body.args.unwrap_or_default(),
+        compile_options: Vec::new(),
         auto_start: true,
         output_encoding: OutputEncoding::Utf8,
     };

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use kiln_engine::{Engine, EngineConfig, SandboxShape, Status, StdinSource, Stream};
+use kiln_engine::{
+    Engine, EngineConfig, OutputSink, Phase, SandboxShape, Status, StdinSource, Stream,
+};
 use kiln_lang::corpus::{Case, Corpus};
 use kiln_lang::{Catalog, Language, SourceFile};
 use kiln_workload::{limit_overrides, run_limits, run_program, Program};
@@ -32,6 +34,37 @@ fn files_of(language: &Language, case: &Case) -> Vec<SourceFile> {
         .collect()
 }
 
+/// What a case's run wrote, by stream; stdout also goes to the echo check, and the start of the
+/// run stage is announced to it.
+struct CaseSink<'a> {
+    out: &'a mut Vec<u8>,
+    err: &'a mut Vec<u8>,
+    compile_out: &'a mut Vec<u8>,
+    echo: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    running: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl OutputSink for CaseSink<'_> {
+    fn output(&mut self, stream: Stream, chunk: &[u8]) {
+        match stream {
+            Stream::Stdout => {
+                self.out.extend_from_slice(chunk);
+                let _ = self.echo.send(chunk.to_vec());
+            }
+            Stream::Stderr => self.err.extend_from_slice(chunk),
+            Stream::Compile => self.compile_out.extend_from_slice(chunk),
+        }
+    }
+
+    fn stage(&mut self, stage: Phase) {
+        if stage == Phase::Running {
+            if let Some(tx) = self.running.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
 /// Runs one case; returns a description of every way it failed.
 async fn check_case(engine: &Engine, language: &Language, name: &str, case: &Case) -> Vec<String> {
     let mut limits = run_limits(language, &limit_overrides(&case.limits));
@@ -47,18 +80,23 @@ async fn check_case(engine: &Engine, language: &Language, name: &str, case: &Cas
     let mut out = Vec::new();
     let mut err = Vec::new();
     let mut compile_out = Vec::new();
-    let mut sink = |s: Stream, c: &[u8]| match s {
-        Stream::Stdout => {
-            out.extend_from_slice(c);
-            let _ = echo_tx.send(c.to_vec());
-        }
-        Stream::Stderr => err.extend_from_slice(c),
-        Stream::Compile => compile_out.extend_from_slice(c),
+    let (running_tx, running_rx) = tokio::sync::oneshot::channel();
+    let mut sink = CaseSink {
+        out: &mut out,
+        err: &mut err,
+        compile_out: &mut compile_out,
+        echo: echo_tx,
+        running: Some(running_tx),
     };
     let lines = case.echo_lines.clone();
     let echo = tokio::spawn(async move {
         let mut problems = Vec::new();
         let mut seen = Vec::new();
+        // The clock of the first line starts with the run stage, not with a slow compiler.
+        if !lines.is_empty() && running_rx.await.is_err() {
+            problems.push("the run stage never started".to_string());
+            return problems;
+        }
         for line in lines {
             if tx.send(format!("{line}\n").into_bytes()).await.is_err() {
                 problems.push(format!("stdin closed before {line:?} was sent"));
@@ -90,11 +128,14 @@ async fn check_case(engine: &Engine, language: &Language, name: &str, case: &Cas
         language: language.clone(),
         files: files_of(language, case),
         args: case.args.clone(),
+        compile_options: Vec::new(),
         stdin,
         limits,
         shape: SandboxShape::default(),
     };
     let result = run_program(engine, program, &mut sink, None).await;
+    // Its senders go with it: an echo check still waiting for the run stage ends.
+    drop(sink);
     let mut problems = echo.await.unwrap_or_else(|e| vec![e.to_string()]);
     let result = match result {
         Ok(r) => r,

@@ -12,6 +12,7 @@ mod function_mounts;
 mod functions;
 mod instances;
 mod judge0;
+mod judge0_options;
 mod languages;
 mod lifecycle;
 mod piston;

@@ -20,6 +20,7 @@ fn run(language: Language, files: Vec<SourceFile>) -> (ProgramResult, String, St
             language,
             files,
             args: Vec::new(),
+            compile_options: Vec::new(),
             stdin: StdinSource::Closed,
             limits,
             shape: SandboxShape::default(),
