@@ -86,7 +86,8 @@ pub struct RunSpec {
     pub min_file_size_kb: Option<u64>,
 }
 
-/// How the APIs Kiln answers for name a language: data, so that a language file brings its own.
+/// The names a language has in the APIs Kiln is compatible with: data, so that a language file
+/// brings its own.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Compat {

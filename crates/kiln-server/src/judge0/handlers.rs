@@ -51,12 +51,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Judge0Json<T> {
 }
 
 /// Query parameters, refused in Judge0's shape.
-fn query<T>(q: Result<QueryParams<T>, crate::error::ApiError>) -> Result<T, Judge0Error> {
+pub(super) fn query<T>(
+    q: Result<QueryParams<T>, crate::error::ApiError>,
+) -> Result<T, Judge0Error> {
     q.map(|q| q.0).map_err(Judge0Error::from)
 }
 
 /// What the run stage of a finished job wrote, from its event log.
-async fn written(state: &AppState, id: &JobId) -> Written {
+pub(super) async fn written(state: &AppState, id: &JobId) -> Written {
     let mut w = Written::default();
     let mut events = state.service.events(id, 0);
     while let Some(e) = events.next().await {
@@ -102,7 +104,7 @@ fn admit(
         id.0.clone(),
         Entry {
             owner: caller.0.clone(),
-            checked,
+            checked: Arc::new(checked),
             language_name,
             created_at_ms: now,
             expires_at_ms: now.saturating_add(ttl),
@@ -114,8 +116,8 @@ fn admit(
         },
     );
     if again.is_some() || callback.is_some() {
-        tokio::spawn(follow(
-            Follow {
+        tokio::spawn(super::follow::follow(
+            super::follow::Follow {
                 state: state.clone(),
                 store: store.clone(),
                 caller: caller.clone(),
@@ -129,90 +131,8 @@ fn admit(
     Ok(id.0)
 }
 
-/// A submission a task follows.
-struct Follow {
-    state: AppState,
-    store: Arc<Store>,
-    caller: Caller,
-    token: String,
-}
-
-/// Runs submission `f.token` again (`again`: the request and how many runs in all) while its
-/// runs are Accepted, says so on `settle` once the last is over, then calls back.
-async fn follow(
-    f: Follow,
-    again: Option<(kiln_core::JobRequest, u64)>,
-    settle: tokio::sync::watch::Sender<bool>,
-    callback: Option<String>,
-) {
-    let mut last = JobId(f.token.clone());
-    if let Some((request, wanted)) = again {
-        for _ in 1..wanted {
-            f.state.service.wait_finished(&last).await;
-            // Judge0 stops at the first run that is not Accepted.
-            if run_result(&f, &last).await.is_none_or(|r| r.status.id != 3) {
-                break;
-            }
-            match f.state.service.submit(&f.caller.0, request.clone()) {
-                Ok(id) => {
-                    f.state.compat.judge0.fetch_add(1, Relaxed);
-                    f.store.add_run(&f.token, id.0.clone());
-                    last = id;
-                }
-                Err(e) => {
-                    tracing::warn!(token = %f.token, error = %e, "judge0: a further run was refused; the runs end here");
-                    break;
-                }
-            }
-        }
-        f.state.service.wait_finished(&last).await;
-        let _ = settle.send(true);
-    }
-    if let Some(url) = callback {
-        call_back(&f, &url).await;
-    }
-}
-
-/// The projected result of run `job` of submission `f.token`, once it is over.
-async fn run_result(f: &Follow, job: &JobId) -> Option<project::Finished> {
-    let entry = f.store.get(&f.caller.0, &f.token)?;
-    let record = f.state.service.record_of(&f.caller.0, job).await?;
-    let outcome = record.outcome.as_ref()?;
-    Some(project::finished(
-        outcome,
-        entry.checked.expected_output.as_deref(),
-        entry.checked.settings.redirect_stderr_to_stdout,
-        written(&f.state, job).await,
-    ))
-}
-
-/// Once submission `f.token` is over, PUTs its default fields, base64-encoded, to `url`
-/// (checked when it was admitted).
-async fn call_back(f: &Follow, url: &str) {
-    let Ok(target) = super::callback::Target::parse(url) else {
-        return;
-    };
-    let (state, store, caller, token) = (&f.state, &f.store, &f.caller, &f.token);
-    state.service.wait_finished(&JobId(token.clone())).await;
-    let fields = project::DEFAULT_FIELDS.to_vec();
-    let Some(Ok(view)) = view_of(state, store, caller, token, &fields, true).await else {
-        return;
-    };
-    let body = bytes::Bytes::from(Value::Object(view).to_string());
-    let cfg = &state.cfg.judge0;
-    let timeout = std::time::Duration::from_millis(cfg.callback_timeout_ms);
-    match super::callback::deliver(&target, body, cfg.callback_tries, timeout).await {
-        Ok(status) => {
-            tracing::info!(%token, host = %target.host, %status, "judge0 callback delivered")
-        }
-        Err(why) => {
-            tracing::warn!(%token, host = %target.host, %why, "judge0 callback given up")
-        }
-    }
-}
-
 /// `owner`'s submission `token` as Judge0 shows it, or `None` when unknown or expired.
-async fn view_of(
+pub(super) async fn view_of(
     state: &AppState,
     store: &Store,
     caller: &Caller,
@@ -653,75 +573,6 @@ pub async fn workers(State(state): State<AppState>) -> Json<Vec<super::wire::Wor
         paused: 0,
         failed: 0,
     }])
-}
-
-/// `GET /system_info`: the host's `lscpu` facts and `free -h` rows.
-#[utoipa::path(get, path = "/judge0/system_info", tag = "judge0", security(("bearer" = [])),
-    responses((status = 200, description = "`lscpu` keys and values, and `Mem` and `Swap` rows")))]
-pub async fn system_info() -> Json<Map<String, Value>> {
-    let cpuinfo = tokio::fs::read_to_string("/proc/cpuinfo")
-        .await
-        .unwrap_or_default();
-    let meminfo = tokio::fs::read_to_string("/proc/meminfo")
-        .await
-        .unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    Json(super::system::system_info(&cpuinfo, &meminfo, cpus))
-}
-
-/// Query of `GET /statistics`.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(default)]
-pub struct StatisticsQuery {
-    /// `true`: count again now instead of answering from the cache.
-    pub invalidate_cache: Option<String>,
-}
-
-/// `GET /statistics`: the caller's submissions counted by day, language and status.
-#[utoipa::path(get, path = "/judge0/statistics", tag = "judge0", security(("bearer" = [])),
-    params(("invalidate_cache" = Option<bool>, Query)),
-    responses((status = 200, description = "`{now, cached_until, submissions: {total, today, last_30_days}, languages, statuses, database}`")))]
-pub async fn statistics(
-    State(state): State<AppState>,
-    Extension(store): Extension<Arc<Store>>,
-    Extension(cache): Extension<Arc<super::system::StatsCache>>,
-    Extension(caller): Extension<Caller>,
-    q: Result<QueryParams<StatisticsQuery>, crate::error::ApiError>,
-) -> Result<Json<Value>, Judge0Error> {
-    let q = query(q)?;
-    if !flag(&q.invalidate_cache) {
-        if let Some(v) = cache.get(&caller.0) {
-            return Ok(Json(v));
-        }
-    }
-    let fields = project::fields(Some("status"))?;
-    let mut counted = Vec::new();
-    for token in store.tokens_of(&caller.0) {
-        let Some(entry) = store.get(&caller.0, &token) else {
-            continue;
-        };
-        let Some(Ok(view)) = view_of(&state, &store, &caller, &token, &fields, true).await else {
-            continue;
-        };
-        let c = &entry.checked;
-        counted.push(super::system::Counted {
-            created_at_ms: entry.created_at_ms,
-            language: (c.language_id, entry.language_name.clone()),
-            status: (
-                view["status"]["id"].as_u64().unwrap_or(0),
-                view["status"]["description"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            ),
-            bytes: (c.source_code.len()
-                + c.stdin.as_ref().map_or(0, Vec::len)
-                + c.expected_output.as_ref().map_or(0, Vec::len)) as u64,
-        });
-    }
-    let v = super::system::statistics(&counted, now_ms());
-    cache.put(&caller.0, v.clone());
-    Ok(Json(v))
 }
 
 /// `POST /authenticate` and `POST /authorize`: 200 once the token passed (Kiln has one kind of

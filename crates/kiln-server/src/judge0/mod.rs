@@ -5,7 +5,9 @@
 //! echoes that the service does not keep lives in [`store`].
 
 pub mod callback;
+pub mod check;
 pub mod files;
+pub mod follow;
 pub mod handlers;
 pub mod project;
 pub mod store;
@@ -39,8 +41,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::about))
         .routes(routes!(handlers::config_info))
         .routes(routes!(handlers::workers))
-        .routes(routes!(handlers::system_info))
-        .routes(routes!(handlers::statistics))
+        .routes(routes!(system::system_info))
+        .routes(routes!(system::statistics))
         .routes(routes!(handlers::authenticate))
         .routes(routes!(handlers::authorize))
         .layer(Extension(Arc::new(store::Store::default())))

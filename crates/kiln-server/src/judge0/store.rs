@@ -1,24 +1,29 @@
 //! The submissions of the Judge0 face, kept in memory by token: what was submitted (Judge0
 //! echoes source, stdin, expected output and limits, which the job service does not keep) and,
 //! once read, the projected result. The job's record and log stay the service's; an entry lives
-//! as long as the job's result (the service's `result_ttl`) and at most [`MAX_ENTRIES`] are kept,
-//! the oldest dropped first, so a token is answered 404 once either is gone or the server restarts.
+//! as long as the job's result (the service's `result_ttl`), and at most [`MAX_ENTRIES`] holding
+//! at most [`MAX_BYTES`] are kept, the oldest dropped first, so a token is answered 404 once
+//! either is gone or the server restarts.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::project::{Checked, Finished};
 
 /// How many submissions are kept at most.
 pub const MAX_ENTRIES: usize = 10_000;
 
+/// How many bytes of submitted text (source, stdin, expected output, additional files) are kept
+/// at most, all submissions together.
+pub const MAX_BYTES: usize = 512 << 20;
+
 /// One submission.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The token's name that made it (only it may read it).
     pub owner: String,
-    /// What was submitted.
-    pub checked: Checked,
+    /// What was submitted (shared: every read of the submission clones its entry).
+    pub checked: Arc<Checked>,
     /// Its language's Judge0 name.
     pub language_name: String,
     /// When it was made, ms since the epoch.
@@ -40,27 +45,42 @@ pub struct Runs {
     pub settled: tokio::sync::watch::Receiver<bool>,
 }
 
-/// The submissions, by token, with their order of arrival.
+impl Entry {
+    /// The bytes of submitted text it holds.
+    fn bytes(&self) -> usize {
+        let c = &self.checked;
+        c.source_code.len()
+            + c.stdin.as_ref().map_or(0, Vec::len)
+            + c.expected_output.as_ref().map_or(0, Vec::len)
+            + c.settings.additional_files.as_ref().map_or(0, String::len)
+    }
+}
+
+/// The submissions, by token, with their order of arrival and the bytes they hold.
 #[derive(Debug, Default)]
 pub struct Store {
-    inner: Mutex<(HashMap<String, Entry>, VecDeque<String>)>,
+    inner: Mutex<(HashMap<String, Entry>, VecDeque<String>, usize)>,
 }
 
 impl Store {
     /// Keeps `entry` under `token`, first dropping what expired and, over the bound, the oldest.
     pub fn insert(&self, token: String, entry: Entry) {
         let Ok(mut g) = self.inner.lock() else { return };
-        let (map, order) = &mut *g;
+        let (map, order, bytes) = &mut *g;
         let now = entry.created_at_ms;
+        let adding = entry.bytes();
         while let Some(front) = order.front() {
             let expired = map.get(front).is_none_or(|e| e.expires_at_ms <= now);
-            if !expired && order.len() < MAX_ENTRIES {
+            if !expired && order.len() < MAX_ENTRIES && *bytes + adding <= MAX_BYTES {
                 break;
             }
             if let Some(t) = order.pop_front() {
-                map.remove(&t);
+                if let Some(e) = map.remove(&t) {
+                    *bytes -= e.bytes();
+                }
             }
         }
+        *bytes += adding;
         order.push_back(token.clone());
         map.insert(token, entry);
     }
@@ -94,9 +114,11 @@ impl Store {
         let Ok(mut g) = self.inner.lock() else {
             return false;
         };
-        let (map, order) = &mut *g;
+        let (map, order, bytes) = &mut *g;
         if map.get(token).is_some_and(|e| e.owner == owner) {
-            map.remove(token);
+            if let Some(e) = map.remove(token) {
+                *bytes -= e.bytes();
+            }
             order.retain(|t| t != token);
             return true;
         }

@@ -3,17 +3,28 @@
 //! caches them, unless `invalidate_cache=true`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::State;
+use axum::{Extension, Json};
+use kiln_core::job::now_ms;
 use serde_json::{json, Map, Value};
+
+use super::handlers::{query, view_of};
+use super::project;
+use super::store::Store;
+use super::wire::{flag, Judge0Error};
+use crate::auth::Caller;
+use crate::body::QueryParams;
+use crate::state::AppState;
 
 /// How long statistics are served from the cache.
 pub const CACHE_FOR: Duration = Duration::from_secs(600);
 
 /// `lscpu`'s facts Judge0 shows, read from `/proc/cpuinfo`, and `free -h`'s `Mem` and `Swap`
 /// rows from `/proc/meminfo`.
-pub fn system_info(cpuinfo: &str, meminfo: &str, cpus: usize) -> Map<String, Value> {
+pub fn system_info_of(cpuinfo: &str, meminfo: &str, cpus: usize) -> Map<String, Value> {
     let first = |key: &str| {
         cpuinfo.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
@@ -108,7 +119,7 @@ pub struct Counted {
 }
 
 /// Judge0's statistics of `subs` at `now_ms`.
-pub fn statistics(subs: &[Counted], now_ms: i64) -> Value {
+pub fn statistics_of(subs: &[Counted], now_ms: i64) -> Value {
     const DAY: i64 = 86_400_000;
     let today = now_ms - now_ms.rem_euclid(DAY);
     let mut by_day: BTreeMap<String, u64> = (0..30).map(|d| (day(today - d * DAY), 0)).collect();
@@ -171,6 +182,75 @@ impl StatsCache {
     }
 }
 
+/// `GET /system_info`: the host's `lscpu` facts and `free -h` rows.
+#[utoipa::path(get, path = "/judge0/system_info", tag = "judge0", security(("bearer" = [])),
+    responses((status = 200, description = "`lscpu` keys and values, and `Mem` and `Swap` rows")))]
+pub async fn system_info() -> Json<Map<String, Value>> {
+    let cpuinfo = tokio::fs::read_to_string("/proc/cpuinfo")
+        .await
+        .unwrap_or_default();
+    let meminfo = tokio::fs::read_to_string("/proc/meminfo")
+        .await
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    Json(system_info_of(&cpuinfo, &meminfo, cpus))
+}
+
+/// Query of `GET /statistics`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct StatisticsQuery {
+    /// `true`: count again now instead of answering from the cache.
+    pub invalidate_cache: Option<String>,
+}
+
+/// `GET /statistics`: the caller's submissions counted by day, language and status.
+#[utoipa::path(get, path = "/judge0/statistics", tag = "judge0", security(("bearer" = [])),
+    params(("invalidate_cache" = Option<bool>, Query)),
+    responses((status = 200, description = "`{now, cached_until, submissions: {total, today, last_30_days}, languages, statuses, database}`")))]
+pub async fn statistics(
+    State(state): State<AppState>,
+    Extension(store): Extension<Arc<Store>>,
+    Extension(cache): Extension<Arc<StatsCache>>,
+    Extension(caller): Extension<Caller>,
+    q: Result<QueryParams<StatisticsQuery>, crate::error::ApiError>,
+) -> Result<Json<Value>, Judge0Error> {
+    let q = query(q)?;
+    if !flag(&q.invalidate_cache) {
+        if let Some(v) = cache.get(&caller.0) {
+            return Ok(Json(v));
+        }
+    }
+    let fields = project::fields(Some("status"))?;
+    let mut counted = Vec::new();
+    for token in store.tokens_of(&caller.0) {
+        let Some(entry) = store.get(&caller.0, &token) else {
+            continue;
+        };
+        let Some(Ok(view)) = view_of(&state, &store, &caller, &token, &fields, true).await else {
+            continue;
+        };
+        let c = &entry.checked;
+        counted.push(Counted {
+            created_at_ms: entry.created_at_ms,
+            language: (c.language_id, entry.language_name.clone()),
+            status: (
+                view["status"]["id"].as_u64().unwrap_or(0),
+                view["status"]["description"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            bytes: (c.source_code.len()
+                + c.stdin.as_ref().map_or(0, Vec::len)
+                + c.expected_output.as_ref().map_or(0, Vec::len)) as u64,
+        });
+    }
+    let v = statistics_of(&counted, now_ms());
+    cache.put(&caller.0, v.clone());
+    Ok(Json(v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,7 +259,7 @@ mod tests {
     fn lscpu_and_free_rows_come_from_proc() {
         let cpu = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Some CPU @ 2.0GHz\n";
         let mem = "MemTotal:       24000000 kB\nMemFree:        10000000 kB\nMemAvailable:   20000000 kB\nBuffers: 1000 kB\nCached: 2000000 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n";
-        let m = system_info(cpu, mem, 2);
+        let m = system_info_of(cpu, mem, 2);
         assert_eq!(m["CPU(s)"], "2");
         assert_eq!(m["Model name"], "Some CPU @ 2.0GHz");
         assert_eq!(m["Vendor ID"], "GenuineIntel");
@@ -201,7 +281,7 @@ mod tests {
             bytes: 10,
         };
         let subs = [sub(0, 71, 3), sub(0, 71, 4), sub(1, 50, 3), sub(40, 50, 3)];
-        let s = statistics(&subs, now);
+        let s = statistics_of(&subs, now);
         assert_eq!(s["submissions"]["total"], 4);
         assert_eq!(s["submissions"]["today"], 2);
         let days = s["submissions"]["last_30_days"].as_object().unwrap();
