@@ -57,12 +57,29 @@ impl Entry {
 }
 
 /// The submissions, by token, with their order of arrival and the bytes they hold.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Store {
     inner: Mutex<(HashMap<String, Entry>, VecDeque<String>, usize)>,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::with_bounds(MAX_ENTRIES, MAX_BYTES)
+    }
 }
 
 impl Store {
+    /// A store of at most `max_entries` submissions holding at most `max_bytes`.
+    pub fn with_bounds(max_entries: usize, max_bytes: usize) -> Self {
+        Self {
+            inner: Mutex::default(),
+            max_entries,
+            max_bytes,
+        }
+    }
+
     /// Keeps `entry` under `token`, first dropping what expired and, over the bound, the oldest.
     pub fn insert(&self, token: String, entry: Entry) {
         let Ok(mut g) = self.inner.lock() else { return };
@@ -71,7 +88,7 @@ impl Store {
         let adding = entry.bytes();
         while let Some(front) = order.front() {
             let expired = map.get(front).is_none_or(|e| e.expires_at_ms <= now);
-            if !expired && order.len() < MAX_ENTRIES && *bytes + adding <= MAX_BYTES {
+            if !expired && order.len() < self.max_entries && *bytes + adding <= self.max_bytes {
                 break;
             }
             if let Some(t) = order.pop_front() {
@@ -135,5 +152,71 @@ impl Store {
             .filter(|t| g.0.get(*t).is_some_and(|e| e.owner == owner))
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::check::{Checked, Settings};
+    use super::*;
+
+    fn entry(owner: &str, source_bytes: usize, created_at_ms: i64) -> Entry {
+        let settings = Settings {
+            cpu_time_limit: 5.0,
+            cpu_extra_time: 1.0,
+            wall_time_limit: 10.0,
+            memory_limit: 128_000,
+            stack_limit: 64_000,
+            max_processes_and_or_threads: 60,
+            per_process_time: false,
+            per_process_memory: false,
+            max_file_size: 1024,
+            number_of_runs: 1,
+            redirect_stderr_to_stdout: false,
+            compiler_options: None,
+            command_line_arguments: None,
+            callback_url: None,
+            additional_files: None,
+        };
+        Entry {
+            owner: owner.into(),
+            checked: Arc::new(Checked {
+                language_id: 71,
+                source_code: vec![b'x'; source_bytes],
+                stdin: None,
+                expected_output: None,
+                settings,
+                request: kiln_core::JobRequest::default(),
+            }),
+            language_name: "Python".into(),
+            created_at_ms,
+            expires_at_ms: created_at_ms + 60_000,
+            finished: None,
+            runs: Runs {
+                extra: Vec::new(),
+                settled: tokio::sync::watch::channel(true).1,
+            },
+        }
+    }
+
+    #[test]
+    fn the_oldest_go_first_past_either_bound() {
+        let store = Store::with_bounds(3, 100);
+        for (n, t) in ["a", "b", "c"].iter().enumerate() {
+            store.insert((*t).into(), entry("ci", 40, n as i64));
+        }
+        // 120 bytes would be over 100: only the newest two of the three are kept.
+        assert!(store.get("ci", "a").is_none());
+        assert_eq!(store.tokens_of("ci"), ["c", "b"]);
+        store.insert("d".into(), entry("ci", 10, 3));
+        store.insert("e".into(), entry("ci", 10, 4));
+        // Four would be over three entries.
+        assert_eq!(store.tokens_of("ci"), ["e", "d", "c"]);
+        assert!(store.remove("ci", "c"));
+        store.insert("f".into(), entry("ci", 80, 5));
+        assert_eq!(store.tokens_of("ci"), ["f", "e", "d"]);
+        // Another token sees none of them, and cannot remove them.
+        assert!(store.get("other", "f").is_none());
+        assert!(!store.remove("other", "f"));
     }
 }
