@@ -145,12 +145,16 @@ async fn run_in(
         None => None,
         Some(stage) => {
             sink.stage(Phase::Compiling);
-            let mut limits = program.limits.merged(&limit_overrides(&stage.limits));
             // A client's file-size limit is its program's: the compiler's output (a binary, a
-            // jar) may take the default however low the program's is (Judge0's is 1 MB).
-            limits.file_size_bytes = limits
-                .file_size_bytes
-                .max(Limits::default().file_size_bytes);
+            // jar) may take the default however low the program's is (Judge0's is 1 MB). The
+            // language's own compile limits still apply on top.
+            let mut base = program.limits.clone();
+            if let (Some(asked), Some(default)) =
+                (base.file_size_bytes, Limits::default().file_size_bytes)
+            {
+                base.file_size_bytes = Some(asked.max(default));
+            }
+            let limits = base.merged(&limit_overrides(&stage.limits));
             let mut spec = RunSpec::new(stage.argv.clone(), limits);
             spec.env = merge_env(&stage.env);
             let mut capture = CompileSink {

@@ -66,6 +66,15 @@ impl Target {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How one try ended.
 #[derive(Debug)]
 enum Try {
@@ -83,7 +92,8 @@ async fn put_once(target: &Target, body: Bytes, timeout: Duration) -> Try {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
-        let conn = tokio::spawn(conn);
+        // The connection's task ends with this try, however the try ends.
+        let conn = AbortOnDrop(tokio::spawn(conn));
         let request = Request::builder()
             .method(Method::PUT)
             .uri(&target.path)
@@ -96,7 +106,7 @@ async fn put_once(target: &Target, body: Bytes, timeout: Duration) -> Try {
             .send_request(request)
             .await
             .map_err(|e| format!("send: {e}"))?;
-        conn.abort();
+        drop(conn);
         Ok::<_, String>(response.status())
     };
     match tokio::time::timeout(timeout, attempt).await {

@@ -25,6 +25,9 @@ pub enum ExtractError {
     /// An entry's name leaves the directory, or is absolute.
     #[error("entry {0:?} is outside the program's directory")]
     Outside(String),
+    /// An entry's name is empty, or is a directory of another file's (or the other way round).
+    #[error("entry {0:?} clashes with another file's name")]
+    Clash(String),
     /// An entry is a symbolic link.
     #[error("entry {0:?} is a symbolic link")]
     Symlink(String),
@@ -81,6 +84,17 @@ pub fn extract(
         if taken.contains(&name) || out.iter().any(|f| f.name == name) {
             continue;
         }
+        let inside =
+            |dir: &str, file: &str| file.starts_with(dir) && file[dir.len()..].starts_with('/');
+        let clashes = name.is_empty()
+            || taken
+                .iter()
+                .map(String::as_str)
+                .chain(out.iter().map(|f| f.name.as_str()))
+                .any(|other| inside(other, &name) || inside(&name, other));
+        if clashes {
+            return Err(ExtractError::Clash(raw));
+        }
         if out.len() == max_files {
             return Err(ExtractError::TooMany(max_files));
         }
@@ -132,6 +146,11 @@ mod tests {
         assert_eq!(err, ExtractError::TooLarge(100));
         let err = extract(&archive(&[("a", b"1"), ("b", b"2")]), 1 << 20, 1, &[]).unwrap_err();
         assert_eq!(err, ExtractError::TooMany(1));
+        let err = extract(&archive(&[("a", b"1"), ("a/b", b"2")]), 1 << 20, 10, &[]).unwrap_err();
+        assert_eq!(err, ExtractError::Clash("a/b".into()));
+        let taken = ["main.py".to_string()];
+        let err = extract(&archive(&[("main.py/x", b"1")]), 1 << 20, 10, &taken).unwrap_err();
+        assert_eq!(err, ExtractError::Clash("main.py/x".into()));
         let err = extract(b"not a zip", 1 << 20, 10, &[]).unwrap_err();
         assert!(matches!(err, ExtractError::NotZip(_)), "{err}");
     }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use kiln_core::JobId;
 use serde_json::Value;
 
-use super::handlers::{view_of, written};
+use super::handlers::{view_of_entry, written};
 use super::project;
-use super::store::Store;
+use super::store::{Entry, Store};
 use crate::auth::Caller;
 use crate::state::AppState;
 
@@ -55,11 +55,14 @@ pub async fn follow(
                 }
             }
         }
-        f.state.service.wait_finished(&last).await;
-        let _ = settle.send(true);
     }
-    if let Some(url) = callback {
-        call_back(&f, &url).await;
+    f.state.service.wait_finished(&last).await;
+    // The entry is copied before it is settled (deletable): the callback has it whatever a
+    // client does next, with every run (they were all added before).
+    let entry = f.store.get(&f.caller.0, &f.token);
+    let _ = settle.send(true);
+    if let (Some(url), Some(entry)) = (callback, entry) {
+        call_back(&f, &url, entry).await;
     }
 }
 
@@ -76,16 +79,17 @@ async fn run_result(f: &Follow, job: &JobId) -> Option<project::Finished> {
     ))
 }
 
-/// Once submission `f.token` is over, PUTs its default fields, base64-encoded, to `url`
+/// PUTs settled submission `f.token` (its `entry`), its default fields base64-encoded, to `url`
 /// (checked when it was admitted).
-async fn call_back(f: &Follow, url: &str) {
+async fn call_back(f: &Follow, url: &str, entry: Entry) {
     let Ok(target) = super::callback::Target::parse(url) else {
         return;
     };
     let (state, store, caller, token) = (&f.state, &f.store, &f.caller, &f.token);
-    state.service.wait_finished(&JobId(token.clone())).await;
     let fields = project::DEFAULT_FIELDS.to_vec();
-    let Some(Ok(view)) = view_of(state, store, caller, token, &fields, true).await else {
+    let view = view_of_entry(state, store, caller, token, entry, true, &fields, true).await;
+    let Ok(view) = view else {
+        tracing::warn!(%token, "judge0 callback: the submission's output is not UTF-8 JSON");
         return;
     };
     let body = bytes::Bytes::from(Value::Object(view).to_string());

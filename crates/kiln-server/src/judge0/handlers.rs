@@ -99,7 +99,10 @@ fn admit(
     state.compat.judge0.fetch_add(1, Relaxed);
     let now = now_ms();
     let ttl = i64::try_from(state.service.config().result_ttl.as_millis()).unwrap_or(i64::MAX);
-    let (settle, settled) = tokio::sync::watch::channel(again.is_none());
+    // A task that follows the submission settles it; until then it shows Processing and cannot
+    // be deleted, so its callback always has it to send.
+    let followed = again.is_some() || callback.is_some();
+    let (settle, settled) = tokio::sync::watch::channel(!followed);
     store.insert(
         id.0.clone(),
         Entry {
@@ -115,7 +118,7 @@ fn admit(
             },
         },
     );
-    if again.is_some() || callback.is_some() {
+    if followed {
         tokio::spawn(super::follow::follow(
             super::follow::Follow {
                 state: state.clone(),
@@ -140,45 +143,70 @@ pub(super) async fn view_of(
     fields: &[&str],
     base64: bool,
 ) -> Option<Result<Map<String, Value>, Judge0Error>> {
-    let mut entry = store.get(&caller.0, token)?;
+    // Settled before the copy: an entry copied after its runs settled lists all of them.
+    let settled = *store.get(&caller.0, token)?.runs.settled.borrow();
+    let entry = store.get(&caller.0, token)?;
+    Some(view_of_entry(state, store, caller, token, entry, settled, fields, base64).await)
+}
+
+/// `entry` (submission `token`, whose runs are `settled` or not) as Judge0 shows it; its result
+/// is projected once and kept in `store` while the submission is there.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one view: who, which, what, and how to render it"
+)]
+pub(super) async fn view_of_entry(
+    state: &AppState,
+    store: &Store,
+    caller: &Caller,
+    token: &str,
+    mut entry: Entry,
+    settled: bool,
+    fields: &[&str],
+    base64: bool,
+) -> Result<Map<String, Value>, Judge0Error> {
     let id = JobId(token.to_string());
-    let record = state.service.record_of(&caller.0, &id).await?;
-    let mut pending = project::pending(record.state);
-    let settled = *entry.runs.settled.borrow();
-    if entry.finished.is_none() && settled {
-        if let Some(o) = &record.outcome {
-            let mut runs = vec![project::finished(
+    let record = state.service.record_of(&caller.0, &id).await;
+    let mut pending = record
+        .as_ref()
+        .map_or(project::STATUSES[12], |r| project::pending(r.state));
+    let first_over = record.as_ref().is_some_and(|r| r.state.is_final());
+    if entry.finished.is_none() && settled && first_over {
+        let mut outcomes = vec![(id, record)];
+        for job in entry.runs.extra.iter().map(|j| JobId(j.clone())) {
+            let r = state.service.record_of(&caller.0, &job).await;
+            outcomes.push((job, r));
+        }
+        let mut runs = Vec::with_capacity(outcomes.len());
+        let mut finished_at = 0;
+        for (job, r) in &outcomes {
+            // A run without its outcome (lost, or purged) makes the whole an internal error,
+            // never the result of the runs before it.
+            let Some((o, at)) = r
+                .as_ref()
+                .and_then(|r| Some((r.outcome.as_ref()?, r.updated_at_ms)))
+            else {
+                runs.clear();
+                break;
+            };
+            finished_at = at;
+            runs.push(project::finished(
                 o,
                 entry.checked.expected_output.as_deref(),
                 entry.checked.settings.redirect_stderr_to_stdout,
-                written(state, &id).await,
-            )];
-            let mut finished_at = record.updated_at_ms;
-            for job in entry.runs.extra.iter().map(|j| JobId(j.clone())) {
-                let r = state.service.record_of(&caller.0, &job).await;
-                if let Some((o, at)) = r
-                    .as_ref()
-                    .and_then(|r| Some((r.outcome.as_ref()?, r.updated_at_ms)))
-                {
-                    finished_at = at;
-                    runs.push(project::finished(
-                        o,
-                        entry.checked.expected_output.as_deref(),
-                        entry.checked.settings.redirect_stderr_to_stdout,
-                        written(state, &job).await,
-                    ));
-                }
-            }
-            if let Some(f) = project::combined(runs) {
+                written(state, job).await,
+            ));
+        }
+        match project::combined(runs) {
+            Some(f) => {
                 let done = (finished_at, f);
                 store.finish(token, done.clone());
                 entry.finished = Some(done);
             }
-        } else if record.state.is_final() {
-            pending = project::STATUSES[12];
+            None => pending = project::STATUSES[12],
         }
-    } else if entry.finished.is_none() && record.state.is_final() {
-        // Its first run is over; further ones are on their way.
+    } else if entry.finished.is_none() && first_over {
+        // Its first run is over; further ones (or its callback) are on their way.
         pending = project::STATUSES[1];
     }
     let view = View {
@@ -189,7 +217,7 @@ pub(super) async fn view_of(
         finished: entry.finished.clone(),
         pending,
     };
-    Some(project::render(&view, fields, base64))
+    project::render(&view, fields, base64)
 }
 
 /// `POST /submissions`: `{"token"}` at once, or with `wait=true` the finished submission.
