@@ -8,9 +8,9 @@ use std::sync::Arc;
 use kiln_core::JobId;
 use serde_json::Value;
 
-use super::handlers::{view_of_entry, written};
 use super::project;
 use super::store::{Entry, Store};
+use super::view::{view_of_entry, written};
 use crate::auth::Caller;
 use crate::state::AppState;
 

@@ -12,6 +12,7 @@ pub mod handlers;
 pub mod project;
 pub mod store;
 pub mod system;
+pub mod view;
 pub mod wire;
 
 use std::sync::Arc;

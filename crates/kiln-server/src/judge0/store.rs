@@ -108,6 +108,14 @@ impl Store {
         g.0.get(token).filter(|e| e.owner == owner).cloned()
     }
 
+    /// Whether `owner`'s submission `token` has settled its runs.
+    pub fn settled(&self, owner: &str, token: &str) -> Option<bool> {
+        let g = self.inner.lock().ok()?;
+        let e = g.0.get(token).filter(|e| e.owner == owner)?;
+        let settled = *e.runs.settled.borrow();
+        Some(settled)
+    }
+
     /// Adds a further run's job to `token`.
     pub fn add_run(&self, token: &str, job: String) {
         if let Ok(mut g) = self.inner.lock() {

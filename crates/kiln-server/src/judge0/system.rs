@@ -11,9 +11,10 @@ use axum::{Extension, Json};
 use kiln_core::job::now_ms;
 use serde_json::{json, Map, Value};
 
-use super::handlers::{query, view_of};
+use super::handlers::query;
 use super::project;
 use super::store::Store;
+use super::view::view_of;
 use super::wire::{flag, Judge0Error};
 use crate::auth::Caller;
 use crate::body::QueryParams;
