@@ -397,6 +397,7 @@ pub(crate) async fn engine_run(engine: &Engine, python: Language) -> Result<Dura
         stdin: StdinSource::Closed,
         limits,
         shape: SandboxShape::default(),
+        capture: None,
     };
     let mut stdout = Vec::new();
     let mut sink = |s: Stream, c: &[u8]| {

@@ -297,6 +297,7 @@ async fn in_kiln(kiln: &Kiln, hello: &Hello) -> Result<Timing> {
         stdin: StdinSource::Closed,
         limits: hello.limits.clone(),
         shape: SandboxShape::default(),
+        capture: None,
     };
     let mut stdout = Vec::new();
     let mut other = Vec::new();

@@ -10,6 +10,7 @@ use kiln_engine::files::check_relative;
 use kiln_engine::LimitOverrides;
 use kiln_lang::{Catalog, SourceFile};
 use kiln_workload::run_limits;
+use kiln_workload::workspace::CaptureLimits;
 use serde::{Deserialize, Serialize};
 
 use crate::job::{JobSpec, OutputEncoding};
@@ -43,6 +44,10 @@ pub struct LimitRequest {
     pub file_size_kb: Option<u64>,
     /// Open files per process (Kiln's).
     pub open_files: Option<u64>,
+    /// Artifacts kept, most files.
+    pub max_artifacts: Option<u64>,
+    /// Artifacts kept, most bytes in all.
+    pub max_artifact_bytes: Option<u64>,
 }
 
 /// A request for a job, as any face hands it to the domain.
@@ -58,6 +63,8 @@ pub struct JobRequest {
     pub limits: LimitRequest,
     /// Keep its output for reading once it is over.
     pub collect_output: bool,
+    /// With `collect_output`, also keep the files its run creates or changes.
+    pub capture_artifacts: bool,
     /// stdin, all given up front.
     pub stdin: Option<Vec<u8>>,
     /// Program arguments.
@@ -91,6 +98,10 @@ pub struct MaxLimits {
     pub file_size_kb: u64,
     /// Open files per process.
     pub open_files: u64,
+    /// Artifacts kept per job.
+    pub max_artifacts: u64,
+    /// Bytes of artifacts kept per job.
+    pub max_artifact_bytes: u64,
 }
 
 impl Default for MaxLimits {
@@ -104,6 +115,8 @@ impl Default for MaxLimits {
             output_kb: 16 << 10,
             file_size_kb: 1 << 20,
             open_files: 4096,
+            max_artifacts: 100,
+            max_artifact_bytes: 64 << 20,
         }
     }
 }
@@ -270,6 +283,22 @@ fn overrides(l: &LimitRequest, max: &MaxLimits, errors: &mut Vec<FieldError>) ->
     }
 }
 
+/// The contract's defaults for what a collected run keeps of its files.
+pub const DEFAULT_MAX_ARTIFACTS: u64 = 20;
+/// See [`DEFAULT_MAX_ARTIFACTS`].
+pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 4 << 20;
+
+/// What a collected run keeps of its files: what was asked for or the contract's defaults,
+/// clamped to the server's maxima.
+fn artifact_limits(l: &LimitRequest, max: &MaxLimits) -> CaptureLimits {
+    let files = l.max_artifacts.unwrap_or(DEFAULT_MAX_ARTIFACTS);
+    let bytes = l.max_artifact_bytes.unwrap_or(DEFAULT_MAX_ARTIFACT_BYTES);
+    CaptureLimits {
+        max_files: usize::try_from(files.min(max.max_artifacts)).unwrap_or(usize::MAX),
+        max_bytes: bytes.min(max.max_artifact_bytes),
+    }
+}
+
 fn check_files(rules: &AdmissionRules, files: &[FileInput], errors: &mut Vec<FieldError>) {
     if files.is_empty() {
         errors.push(FieldError::new("files", "must hold at least one file"));
@@ -432,6 +461,8 @@ pub fn admit(
         limits,
         stdin: request.stdin,
         collect_output: request.collect_output,
+        artifacts: (request.collect_output && request.capture_artifacts)
+            .then(|| artifact_limits(&request.limits, &rules.max_limits)),
         auto_start: request.auto_start,
         output_encoding: request.output_encoding,
     })

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::job::JobOutcome;
+use crate::job::{ArtifactInfo, JobOutcome};
 
 /// A job's stage, as its events announce it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,9 @@ pub enum JobEvent {
         /// The bytes, as the program wrote them.
         bytes: Bytes,
     },
+    /// A file the run created or changed, kept as an artifact (all of them come after the
+    /// output and before `Finished`).
+    Artifact(ArtifactInfo),
     /// How it ended; always the last event, exactly once.
     Finished(Box<JobOutcome>),
 }
@@ -76,6 +79,7 @@ impl JobEvent {
         match self {
             JobEvent::Output { bytes, .. } => bytes.len() + 32,
             JobEvent::Stage(_) => 16,
+            JobEvent::Artifact(a) => a.name.len() + 64,
             JobEvent::Finished(_) => 512,
         }
     }
@@ -103,6 +107,7 @@ pub struct DecodeError {
 const KIND_STAGE: u8 = 1;
 const KIND_OUTPUT: u8 = 2;
 const KIND_FINISHED: u8 = 3;
+const KIND_ARTIFACT: u8 = 4;
 
 impl EventRecord {
     /// Appends the record's stored form to `out`: `len: u32 LE`, `kind: u8`, `position: u64 LE`,
@@ -123,6 +128,11 @@ impl EventRecord {
                 out.push(stream.number());
                 out.extend_from_slice(&seq.to_le_bytes());
                 out.extend_from_slice(bytes);
+            }
+            JobEvent::Artifact(artifact) => {
+                out.push(KIND_ARTIFACT);
+                out.extend_from_slice(&self.position.to_le_bytes());
+                out.extend_from_slice(&serde_json::to_vec(artifact).unwrap_or_default());
             }
             JobEvent::Finished(outcome) => {
                 out.push(KIND_FINISHED);
@@ -181,6 +191,9 @@ impl EventRecord {
             KIND_FINISHED => JobEvent::Finished(Box::new(
                 serde_json::from_slice(rest).map_err(|e| bad(&format!("outcome: {e}")))?,
             )),
+            KIND_ARTIFACT => JobEvent::Artifact(
+                serde_json::from_slice(rest).map_err(|e| bad(&format!("artifact: {e}")))?,
+            ),
             _ => return Err(bad("unknown kind")),
         };
         Ok(EventRecord { position, event })

@@ -167,6 +167,38 @@ pub struct JobOutcome {
     pub compile_output: Option<CompileOutput>,
     /// Why it did not run, or why Kiln failed it.
     pub message: Option<String>,
+    /// The files its run created or changed, kept (when its output is collected).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactInfo>,
+    /// Files were left out of `artifacts` (past its limits, or unreadable).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub artifacts_truncated: bool,
+}
+
+/// A file a job's run created or changed in its working directory, kept with its record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactInfo {
+    /// Its number among the job's artifacts (0, 1, …), which names it in the store.
+    pub index: u32,
+    /// Its path relative to the working directory (`data/out.csv`).
+    pub name: String,
+    /// Its MIME type, from its first bytes or else its name.
+    pub mime_type: String,
+    /// Its size.
+    pub bytes: u64,
+}
+
+impl ArtifactInfo {
+    /// Where its bytes are in the object store.
+    pub fn key(&self, job: &JobId) -> String {
+        format!("{}/{}", artifacts_prefix(job), self.index)
+    }
+}
+
+/// Where a job's artifacts are in the object store.
+pub fn artifacts_prefix(job: &JobId) -> String {
+    format!("artifacts/{job}")
 }
 
 /// What a compiler printed, as kept in the outcome (up to 64 KiB of each; all of it streams as
@@ -191,6 +223,8 @@ impl JobOutcome {
             run: None,
             compile_output: None,
             message: Some(message.into()),
+            artifacts: Vec::new(),
+            artifacts_truncated: false,
         }
     }
 
@@ -254,6 +288,8 @@ pub struct JobSpec {
     pub stdin: Option<Vec<u8>>,
     /// Keep its output for reading once it is over (`GET /output`).
     pub collect_output: bool,
+    /// Keep the files its run creates or changes, up to these limits (with `collect_output`).
+    pub artifacts: Option<kiln_workload::workspace::CaptureLimits>,
     /// Start without waiting for the start handshake.
     pub auto_start: bool,
     /// How its output is given to clients.
@@ -284,7 +320,8 @@ pub struct JobRecord {
     pub output_encoding: OutputEncoding,
     /// How it ended, once it is over.
     pub outcome: Option<JobOutcome>,
-    /// Bytes its event log holds (what it counts against its owner's stored-output quota).
+    /// Bytes its event log and its artifacts hold (what it counts against its owner's
+    /// stored-output quota).
     pub log_bytes: u64,
 }
 

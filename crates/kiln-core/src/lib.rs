@@ -9,6 +9,8 @@
 //! reclaim), made by a [`sandbox::SandboxHost`].
 
 pub mod admission;
+pub mod artifacts;
+pub mod blobs;
 pub mod control;
 pub mod event;
 pub mod executor;
@@ -16,6 +18,7 @@ pub mod functions;
 pub mod job;
 pub mod log;
 pub mod metrics;
+pub mod objects;
 pub mod queue;
 pub mod sandbox;
 pub mod service;

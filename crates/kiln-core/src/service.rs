@@ -10,17 +10,20 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use kiln_engine::{SandboxShape, Status, StdinSource};
 use kiln_lang::Catalog;
+use kiln_workload::workspace::Captured;
 use kiln_workload::{Program, ProgramResult};
 
 use crate::admission::{admit, AdmissionError, AdmissionRules, JobRequest};
 use crate::control::{LiveJob, LiveJobs, StdinCaps, StdinRefusal};
 use crate::event::{EventRecord, JobEvent, Stage};
 use crate::executor::Executor;
+use crate::job::{artifacts_prefix, ArtifactInfo};
 use crate::job::{
     expiry, now_ms, CompileOutput, JobId, JobOutcome, JobRecord, JobState, StageFacts, Verdict,
 };
 use crate::log::EventLog;
 use crate::metrics::{Gauges, Metrics};
+use crate::objects::ObjectStore;
 use crate::queue::JobQueue;
 use crate::sink::{JobSink, CHUNK_BYTES, EVENT_OVERHEAD};
 use crate::store::JobStore;
@@ -142,6 +145,7 @@ pub struct JobService {
     queue: Arc<dyn JobQueue>,
     log: Arc<dyn EventLog>,
     store: Arc<dyn JobStore>,
+    objects: Arc<dyn ObjectStore>,
     live: Arc<LiveJobs>,
     quotas: Mutex<Quotas>,
     /// Bytes each live job reserved at admission.
@@ -154,7 +158,7 @@ pub struct JobService {
 
 impl JobService {
     /// Starts the service: counts what the store keeps, then the workers. Needs a tokio
-    /// runtime.
+    /// runtime. `objects` keeps the jobs' artifacts.
     pub async fn start(
         cfg: ServiceConfig,
         executor: Arc<dyn Executor>,
@@ -162,6 +166,7 @@ impl JobService {
         queue: Arc<dyn JobQueue>,
         log: Arc<dyn EventLog>,
         store: Arc<dyn JobStore>,
+        objects: Arc<dyn ObjectStore>,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         let stored = store.stored_bytes(now_ms()).await?;
         let mut quotas = Quotas::default();
@@ -175,6 +180,7 @@ impl JobService {
             queue,
             log,
             store,
+            objects,
             live: Arc::new(LiveJobs::default()),
             quotas: Mutex::new(quotas),
             reserved: Mutex::new(HashMap::new()),
@@ -239,7 +245,14 @@ impl JobService {
                 .unwrap_or(16 << 20)
         });
         let bytes = run.saturating_add(compile);
-        bytes.saturating_add((bytes / CHUNK_BYTES as u64 + 64) * EVENT_OVERHEAD) + 4096
+        let artifacts = spec.artifacts.map_or(0, |a| {
+            a.max_bytes
+                .saturating_add(a.max_files as u64 * EVENT_OVERHEAD)
+        });
+        bytes
+            .saturating_add((bytes / CHUNK_BYTES as u64 + 64) * EVENT_OVERHEAD)
+            .saturating_add(artifacts)
+            + 4096
     }
 
     /// Admits a job for `owner`: checks it, reserves its share of the queue and of the output
@@ -510,6 +523,9 @@ impl JobService {
             Ok(ids) => {
                 for id in &ids {
                     self.log.remove(id);
+                    if let Err(e) = self.objects.remove_all(&artifacts_prefix(id)).await {
+                        tracing::warn!(job = %id, error = %e, "deleting a job's artifacts");
+                    }
                 }
                 // Their bytes no longer count: recount from what is left.
                 if let Ok(stored) = self.store.stored_bytes(now_ms()).await {
@@ -654,6 +670,7 @@ impl JobService {
             stdin: StdinSource::Live(job.stdin_feed()),
             limits: job.spec.limits.clone(),
             shape: SandboxShape::default(),
+            capture: job.spec.artifacts,
         };
         let started = Instant::now();
         let mut sink = JobSink::new(self, job);
@@ -661,15 +678,81 @@ impl JobService {
         killer.abort();
         job.close_stdin();
         sink.flush_all();
-        let log_bytes = sink.bytes;
+        let mut log_bytes = sink.bytes;
         let outcome = match result {
-            Ok(result) => outcome_of(&result),
+            Ok(mut result) => {
+                let captured = result.artifacts.take();
+                let mut outcome = outcome_of(&result);
+                if let Some(captured) = captured {
+                    log_bytes += self.keep_artifacts(job, captured, &mut outcome).await;
+                }
+                outcome
+            }
             Err(e) => {
                 tracing::error!(job = %job.id, error = %e, "job failed in the engine");
                 JobOutcome::unrun(Verdict::Run(Status::InternalError), e.to_string())
             }
         };
         self.end(job, outcome, log_bytes, Some(started));
+    }
+}
+
+impl JobService {
+    /// Stores a run's captured files, announces each with an `Artifact` event and lists them in
+    /// `outcome`; returns the bytes they take. A file the store refuses is left out (and the
+    /// list marked truncated).
+    async fn keep_artifacts(
+        &self,
+        job: &LiveJob,
+        captured: Captured,
+        outcome: &mut JobOutcome,
+    ) -> u64 {
+        let mut stored = 0u64;
+        outcome.artifacts_truncated = captured.truncated;
+        for file in captured.files {
+            let info = ArtifactInfo {
+                index: outcome.artifacts.len() as u32,
+                mime_type: crate::artifacts::mime_type(&file.name, &file.content),
+                bytes: file.content.len() as u64,
+                name: file.name,
+            };
+            if let Err(e) = self
+                .objects
+                .put(&info.key(&job.id), bytes::Bytes::from(file.content))
+                .await
+            {
+                tracing::error!(job = %job.id, error = %e, "storing an artifact");
+                outcome.artifacts_truncated = true;
+                continue;
+            }
+            stored += info.bytes;
+            let _ = self.log.append(&job.id, JobEvent::Artifact(info.clone()));
+            stored += EVENT_OVERHEAD;
+            outcome.artifacts.push(info);
+        }
+        stored
+    }
+
+    /// The bytes of artifact `index` of job `id`, if its record (which `owner` need not own: a
+    /// signed URL is the caller's right to it) lists it.
+    pub async fn artifact(&self, id: &JobId, index: u32) -> Option<(ArtifactInfo, bytes::Bytes)> {
+        let record = match self.live.get(id) {
+            Some(job) => Some(self.snapshot(&job)),
+            None => self.store.get(id, now_ms()).await.ok().flatten(),
+        }?;
+        let info = record
+            .outcome?
+            .artifacts
+            .into_iter()
+            .find(|a| a.index == index)?;
+        match self.objects.get(&info.key(id)).await {
+            Ok(Some(bytes)) => Some((info, bytes)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(job = %id, error = %e, "reading an artifact");
+                None
+            }
+        }
     }
 }
 
@@ -685,5 +768,7 @@ fn outcome_of(result: &ProgramResult) -> JobOutcome {
             output: c.output.clone(),
         }),
         message: result.run.as_ref().and_then(|r| r.message.clone()),
+        artifacts: Vec::new(),
+        artifacts_truncated: false,
     }
 }

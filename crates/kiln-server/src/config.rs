@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use kiln_core::admission::AdmissionRules;
+use kiln_core::blobs::BlobConfig;
 use kiln_core::control::StdinCaps;
 use kiln_core::functions::FunctionsConfig;
 use kiln_core::sandbox::{SandboxConfig, SandboxLimits};
@@ -87,8 +88,56 @@ pub struct ServerConfig {
     pub functions: FunctionSettings,
     /// The Judge0 face.
     pub judge0: Judge0Settings,
+    /// Content-addressed blobs (`/v1/blobs`).
+    pub blobs: BlobSettings,
+    /// The address clients reach this server by (`https://kiln.example.com`), the base of the
+    /// signed URLs it hands out (blob uploads, artifacts). Unset: the request's `Host` header,
+    /// and for channel events, which have no request, the listen address.
+    pub public_url: Option<String>,
     /// How long a graceful shutdown waits for admitted jobs.
     pub drain_secs: u64,
+}
+
+/// Content-addressed blobs: uploaded once, then given to jobs by `files[].ref`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct BlobSettings {
+    /// How long a token's blob is kept unused (checks, uploads and jobs that use it restart
+    /// the clock).
+    pub ttl_secs: u64,
+    /// The largest blob.
+    pub max_blob_bytes: u64,
+    /// Bytes of blobs stored, all tokens together.
+    pub storage_bytes: u64,
+    /// Bytes of blobs one token may hold.
+    pub token_storage_bytes: u64,
+    /// How long an upload URL works.
+    pub upload_url_ttl_secs: u64,
+}
+
+impl Default for BlobSettings {
+    fn default() -> Self {
+        let d = BlobConfig::default();
+        Self {
+            ttl_secs: d.ttl.as_secs(),
+            max_blob_bytes: d.max_blob_bytes,
+            storage_bytes: d.storage_bytes,
+            token_storage_bytes: d.owner_storage_bytes,
+            upload_url_ttl_secs: 900,
+        }
+    }
+}
+
+impl BlobSettings {
+    /// The blob store's configuration.
+    pub fn service(&self) -> BlobConfig {
+        BlobConfig {
+            ttl: Duration::from_secs(self.ttl_secs),
+            max_blob_bytes: self.max_blob_bytes,
+            storage_bytes: self.storage_bytes,
+            owner_storage_bytes: self.token_storage_bytes,
+        }
+    }
 }
 
 /// The Judge0 face (`/judge0`, and optionally the root of a listener of its own).
@@ -368,6 +417,8 @@ impl Default for ServerConfig {
             sandboxes: SandboxSettings::default(),
             functions: FunctionSettings::default(),
             judge0: Judge0Settings::default(),
+            blobs: BlobSettings::default(),
+            public_url: None,
             drain_secs: 30,
         }
     }

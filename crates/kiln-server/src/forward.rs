@@ -48,9 +48,10 @@ pub fn parse_url(url: &str) -> Result<String, UrlError> {
 }
 
 /// Follows every job `service` admits from now on and sends its events to the server at
-/// `authority` (`host:port`).
+/// `authority` (`host:port`), artifact URLs signed by `links`.
 pub fn start(
     service: Arc<JobService>,
+    links: crate::links::Links,
     authority: String,
     cfg: RealtimeConfig,
 ) -> tokio::task::JoinHandle<()> {
@@ -67,7 +68,8 @@ pub fn start(
                 }
                 Err(_) => break,
             };
-            let Some(mut feed) = crate::realtime::channel_feed(&service, &id, Some(0)) else {
+            let Some(mut feed) = crate::realtime::channel_feed(&service, &links, &id, Some(0))
+            else {
                 continue;
             };
             let tx = tx.clone();

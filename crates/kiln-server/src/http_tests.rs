@@ -57,6 +57,13 @@ pub(crate) async fn app(cfg: ServerConfig) -> App {
         catalog.clone(),
         cfg.functions.service(),
     ));
+    let objects: Arc<dyn kiln_core::objects::ObjectStore> =
+        Arc::new(kiln_core::objects::DiskObjects::open(&dir.path().join("objects")).unwrap());
+    let blobs = Arc::new(
+        kiln_core::blobs::BlobService::open(cfg.blobs.service(), objects.clone())
+            .await
+            .unwrap(),
+    );
     let service = JobService::start(
         cfg.service(),
         Arc::new(NoSandboxes),
@@ -64,6 +71,7 @@ pub(crate) async fn app(cfg: ServerConfig) -> App {
         Arc::new(FairQueue::new()),
         log,
         store,
+        objects,
     )
     .await
     .unwrap();
@@ -81,6 +89,8 @@ pub(crate) async fn app(cfg: ServerConfig) -> App {
     let state = AppState {
         tokens: Arc::new(Tokens::new(cfg.tokens.iter())),
         compat: Default::default(),
+        blobs,
+        links: crate::links::Links::new(b"test key", None, "http://kiln.test"),
         cfg,
         service,
         sandboxes,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod forward;
 pub mod functions;
 pub mod judge0;
+pub mod links;
 pub mod listener;
 pub mod openapi;
 pub mod piston;

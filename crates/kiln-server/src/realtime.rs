@@ -10,22 +10,30 @@ use kiln_core::{JobId, JobService};
 use kiln_pusher::{AppEvent, ChannelFeed, EventSource};
 
 use crate::coderunner::project;
+use crate::links::Links;
 
 /// The jobs' events, by channel.
 #[derive(Debug)]
 pub struct JobEvents {
     service: Arc<JobService>,
+    links: Links,
 }
 
 impl JobEvents {
-    /// Events of the jobs of `service`.
-    pub fn new(service: Arc<JobService>) -> Self {
-        Self { service }
+    /// Events of the jobs of `service`, their artifact URLs signed by `links`.
+    pub fn new(service: Arc<JobService>, links: Links) -> Self {
+        Self { service, links }
     }
 }
 
-/// A job's events from position `from` on, as channel events.
-pub fn channel_feed(service: &JobService, id: &JobId, from: Option<u64>) -> Option<ChannelFeed> {
+/// A job's events from position `from` on, as channel events (artifact URLs signed by `links`
+/// under its default base: a channel has no request to take a host from).
+pub fn channel_feed(
+    service: &JobService,
+    links: &Links,
+    id: &JobId,
+    from: Option<u64>,
+) -> Option<ChannelFeed> {
     let events = match from {
         Some(from) => service.events(id, from),
         None => service.follow(id)?,
@@ -34,12 +42,22 @@ pub fn channel_feed(service: &JobService, id: &JobId, from: Option<u64>) -> Opti
         .live_encoding(id)
         .unwrap_or(kiln_core::OutputEncoding::Utf8);
     let channel = project::channel_of(id.as_str());
+    let links = links.clone();
+    let base = links.base(None);
+    let job = id.clone();
+    let ttl = service.config().result_ttl;
     Some(
         events
             .flat_map(move |record| {
                 let channel = channel.clone();
+                let urls = project::UrlContext {
+                    links: &links,
+                    base: &base,
+                    job: &job,
+                    expires: project::UrlContext::expiry_of(None, ttl),
+                };
                 stream::iter(
-                    project::events(&record, encoding)
+                    project::events(&record, encoding, &urls)
                         .into_iter()
                         .map(move |(name, data)| AppEvent {
                             channel: channel.clone(),
@@ -56,6 +74,6 @@ pub fn channel_feed(service: &JobService, id: &JobId, from: Option<u64>) -> Opti
 impl EventSource for JobEvents {
     fn subscribe(&self, channel: &str) -> Option<ChannelFeed> {
         let id = JobId(project::job_of_channel(channel)?.to_string());
-        channel_feed(&self.service, &id, None)
+        channel_feed(&self.service, &self.links, &id, None)
     }
 }

@@ -8,9 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kiln_core::blobs::BlobService;
 use kiln_core::functions::FunctionService;
 use kiln_core::job::{expiry, now_ms};
 use kiln_core::log::{LocalEventLog, LocalLogConfig};
+use kiln_core::objects::{DiskObjects, ObjectStore};
 use kiln_core::queue::FairQueue;
 use kiln_core::sandbox::SandboxService;
 use kiln_core::store::{JobStore, SqliteStore};
@@ -21,6 +23,7 @@ use kiln_pusher::{Realtime, RealtimeConfig, RealtimeOptions};
 
 use crate::auth::Tokens;
 use crate::config::ServerConfig;
+use crate::links::Links;
 use crate::listener::ConnectionLimits;
 use crate::realtime::JobEvents;
 use crate::state::AppState;
@@ -51,6 +54,12 @@ pub enum ServeError {
     /// The language catalog.
     #[error("languages: {0}")]
     Languages(#[from] kiln_lang::DefinitionError),
+    /// The object store (blobs, artifacts).
+    #[error(transparent)]
+    Objects(#[from] kiln_core::objects::ObjectError),
+    /// The blob store.
+    #[error("blobs: {0}")]
+    Blobs(#[from] kiln_core::blobs::BlobError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
@@ -205,6 +214,8 @@ pub async fn serve(
         catalog.clone(),
         cfg.functions.service(),
     ));
+    let objects: Arc<dyn ObjectStore> = Arc::new(DiskObjects::open(&cfg.data_dir.join("objects"))?);
+    let blobs = Arc::new(BlobService::open(cfg.blobs.service(), objects.clone()).await?);
     let service = JobService::start(
         cfg.service(),
         engine,
@@ -212,15 +223,35 @@ pub async fn serve(
         Arc::new(FairQueue::new()),
         log,
         store,
+        objects,
     )
     .await?;
+    let listener = bind(cfg.listen).await?;
+    let addr = listener.local_addr().map_err(|e| ServeError::Io {
+        path: cfg.listen.to_string(),
+        source: e,
+    })?;
+    let links = {
+        let key = secret_file(&cfg.data_dir.join("url-secret"))?.0;
+        let host = match addr.ip() {
+            ip if ip.is_unspecified() => {
+                std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+            }
+            _ => addr,
+        };
+        Links::new(
+            key.as_bytes(),
+            cfg.public_url.as_deref(),
+            &format!("http://{host}"),
+        )
+    };
     let realtime = Realtime::with_options(
         realtime_config(&cfg),
         RealtimeOptions {
             send_queue_bytes: cfg.pusher.socket_queue_bytes,
             ..RealtimeOptions::default()
         },
-        Arc::new(JobEvents::new(service.clone())),
+        Arc::new(JobEvents::new(service.clone(), links.clone())),
     );
     let forwarder = match &cfg.pusher.external_url {
         Some(url) => {
@@ -230,6 +261,7 @@ pub async fn serve(
             })?;
             Some(crate::forward::start(
                 service.clone(),
+                links.clone(),
                 authority,
                 realtime_config(&cfg),
             ))
@@ -245,6 +277,8 @@ pub async fn serve(
         realtime,
         tokens: Arc::new(Tokens::new(cfg.tokens.iter())),
         compat: Default::default(),
+        blobs: blobs.clone(),
+        links,
     };
     let limits = ConnectionLimits {
         max_connections: cfg.max_connections,
@@ -253,11 +287,6 @@ pub async fn serve(
         idle_timeout: Duration::from_millis(cfg.idle_timeout_ms),
         max_header_bytes: cfg.max_header_bytes,
     };
-    let listener = bind(cfg.listen).await?;
-    let addr = listener.local_addr().map_err(|e| ServeError::Io {
-        path: cfg.listen.to_string(),
-        source: e,
-    })?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (metrics_task, metrics_addr) = match cfg.metrics_listen {
         Some(m) => {
@@ -286,6 +315,17 @@ pub async fn serve(
             }
         })
     };
+    let reaper = {
+        let blobs = blobs.clone();
+        let every = (blobs.config().ttl / 4).clamp(Duration::from_millis(250), PURGE_EVERY);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                blobs.reap().await;
+            }
+        })
+    };
     on_start(Started {
         addr,
         metrics_addr,
@@ -302,6 +342,7 @@ pub async fn serve(
     sandboxes.shutdown().await;
     service.drain().await;
     purger.abort();
+    reaper.abort();
     for t in [metrics_task, judge0_task].into_iter().flatten() {
         let _ = t.await;
     }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use kiln_core::blobs::BlobService;
 use kiln_core::functions::FunctionService;
 use kiln_core::sandbox::SandboxService;
 use kiln_core::JobService;
@@ -9,6 +10,7 @@ use kiln_pusher::Realtime;
 
 use crate::auth::Tokens;
 use crate::config::ServerConfig;
+use crate::links::Links;
 
 /// Everything a handler needs.
 #[derive(Debug, Clone)]
@@ -27,6 +29,10 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// Submissions through the compatible APIs.
     pub compat: Arc<CompatCounts>,
+    /// Content-addressed blobs.
+    pub blobs: Arc<BlobService>,
+    /// Signs and checks the URLs that need no token.
+    pub links: Links,
 }
 
 /// Jobs admitted through each compatible API (they are jobs like any other; these say which face

@@ -11,3 +11,4 @@ pub use program::{
 };
 pub mod function;
 pub mod mount;
+pub mod workspace;

@@ -2,6 +2,7 @@
 //! language has one) runs with its own limits, and only if it succeeds does the run stage start,
 //! with the program's limits and live stdin. One verdict comes out, with each stage's facts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kiln_engine::runner::{
@@ -12,6 +13,8 @@ use kiln_engine::{
 };
 use kiln_lang::{Language, RecipeError, SourceFile, StageLimits};
 use serde::Serialize;
+
+use crate::workspace::{self, Baseline, CaptureLimits, Captured};
 
 /// Why a program could not be run (its verdict is for failures of the program itself).
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,9 @@ pub struct Program {
     pub limits: Limits,
     /// The sandbox it runs in.
     pub shape: SandboxShape,
+    /// Keep the files the run stage creates or changes in the working directory, up to these
+    /// limits.
+    pub capture: Option<CaptureLimits>,
 }
 
 /// The compile stage's result.
@@ -73,6 +79,9 @@ pub struct ProgramResult {
     pub compile: Option<CompileResult>,
     /// The run stage, unless the compile stage failed.
     pub run: Option<RunResult>,
+    /// The files the run stage created or changed, when asked for and it ran.
+    #[serde(skip)]
+    pub artifacts: Option<Captured>,
 }
 
 /// A language file's limits (ms, MiB, KiB) as the engine's. A size too large for bytes
@@ -120,21 +129,42 @@ pub async fn run_program(
             .sandbox_with_binds(&program.shape, &program.language.mounts)
             .await?
     };
+    let sandbox = Arc::new(sandbox);
     let result = run_in(&sandbox, program, sink, kill).await;
-    engine.retire(sandbox);
+    match Arc::try_unwrap(sandbox) {
+        Ok(sandbox) => engine.retire(sandbox),
+        // A blocking read of its files still holds it; it ends when they let go.
+        Err(sandbox) => sandbox.kill_all(),
+    }
     result
 }
 
 async fn run_in(
-    sandbox: &Sandbox,
-    program: Program,
+    sandbox: &Arc<Sandbox>,
+    mut program: Program,
     sink: &mut dyn OutputSink,
     kill: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> Result<ProgramResult, ProgramError> {
-    for file in &program.files {
-        sandbox.write_file(&file.name, &file.content, 0o644)?;
-    }
-    let names: Vec<String> = program.files.iter().map(|f| f.name.clone()).collect();
+    let files = std::mem::take(&mut program.files);
+    let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+    let mut baseline = {
+        let sandbox = Arc::clone(sandbox);
+        let capture = program.capture.is_some();
+        blocking(move || {
+            let mut baseline = (Baseline::new(), 0u64);
+            for file in &files {
+                sandbox.write_file(&file.name, &file.content, 0o644)?;
+                if capture {
+                    baseline
+                        .0
+                        .insert(file.name.clone(), crate::mount::wire_hash(&file.content));
+                    baseline.1 += file.content.len() as u64;
+                }
+            }
+            Ok(baseline)
+        })
+        .await?
+    };
     let memory_mb = program.limits.memory_bytes.map(|b| b >> 20);
     let recipe =
         program
@@ -177,6 +207,7 @@ async fn run_in(
                     status: Status::CompileError,
                     compile: Some(compile),
                     run: None,
+                    artifacts: None,
                 });
             }
             Some(compile)
@@ -188,6 +219,15 @@ async fn run_in(
         // child) may run on into the program's stage, where its use would be charged to the
         // program.
         sandbox.kill_processes().await?;
+        if program.capture.is_some() {
+            // What the compiler made is no more the run's output than the sources are.
+            let sandbox = Arc::clone(sandbox);
+            baseline = blocking(move || {
+                workspace::snapshot(&sandbox, WORKDIR)
+                    .map_err(tree_err("read back the compiler's files"))
+            })
+            .await?;
+        }
     }
     sink.stage(Phase::Running);
     let mut spec = RunSpec::new(recipe.run.argv.clone(), program.limits.clone());
@@ -203,11 +243,44 @@ async fn run_in(
     if watch.seen && matches!(run.status, Status::NonzeroExit | Status::Signaled) {
         run.status = Status::MemoryLimit;
     }
+    let artifacts = match program.capture {
+        Some(limits) => {
+            // Nothing the run left behind may change its files while they are read.
+            sandbox.kill_processes().await?;
+            let sandbox = Arc::clone(sandbox);
+            let (before, before_bytes) = baseline;
+            Some(
+                blocking(move || {
+                    workspace::capture(&sandbox, WORKDIR, &before, before_bytes, limits)
+                        .map_err(tree_err("read back the run's files"))
+                })
+                .await?,
+            )
+        }
+        None => None,
+    };
     Ok(ProgramResult {
         status: run.status,
         compile,
         run: Some(run),
+        artifacts,
     })
+}
+
+/// The working directory of a program, where its files are and its artifacts are taken from.
+const WORKDIR: &str = "/workspace";
+
+fn tree_err(step: &'static str) -> impl FnOnce(kiln_engine::tree::TreeError) -> ProgramError {
+    move |e| ProgramError::Engine(EngineError::Warden(format!("{step}: {e}")))
+}
+
+/// Runs `f` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ProgramError> + Send + 'static,
+) -> Result<T, ProgramError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ProgramError::Engine(EngineError::Warden(format!("a file task failed: {e}")))
+    })?
 }
 
 /// The default environment with the stage's variables on top (a stage's `KEY=` replaces the default).

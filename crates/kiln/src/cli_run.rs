@@ -114,6 +114,7 @@ async fn run_files(args: RunArgs) -> anyhow::Result<i32> {
         stdin,
         limits,
         shape,
+        capture: None,
     };
     let result = run_program(&engine, program, &mut printer, None).await;
     // Nothing of the sandbox may outlive this process.

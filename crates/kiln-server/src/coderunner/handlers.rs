@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use super::output;
 use super::project;
 use super::request::{ChannelAuthRequest, ExecuteRequest, StdinRequest};
-use super::wire::{ExecuteResponse, JobStatus, LanguageInfo, RunResultWire, UsageEvent};
+use super::wire::{
+    ArtifactWire, ExecuteResponse, JobStatus, LanguageInfo, RunResultWire, UsageEvent,
+};
 use crate::auth::Caller;
 use crate::body::{content_type, parse_json, JsonBody, RawBody};
 use crate::error::{echo, ApiError, Detail, ErrorBody};
@@ -169,12 +171,13 @@ pub async fn languages(State(state): State<AppState>) -> Json<Vec<LanguageInfo>>
     Json(list)
 }
 
-fn admit(
+async fn admit(
     state: &AppState,
     caller: &Caller,
-    body: ExecuteRequest,
+    mut body: ExecuteRequest,
     sync: bool,
 ) -> Result<JobId, ApiError> {
+    super::blobs::resolve_refs(state, caller, &mut body.files, "files").await?;
     let mut request = body.into_domain(sync)?;
     if sync {
         request.collect_output = true;
@@ -192,7 +195,7 @@ pub async fn execute(
     Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<ExecuteRequest>,
 ) -> Result<(StatusCode, Json<ExecuteResponse>), ApiError> {
-    let id = admit(&state, &caller, body, false)?;
+    let id = admit(&state, &caller, body, false).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ExecuteResponse {
@@ -209,9 +212,10 @@ pub async fn execute(
 pub async fn run_sync(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
-    let id = admit(&state, &caller, body, true)?;
+    let id = admit(&state, &caller, body, true).await?;
     state.service.wait_finished(&id).await;
     let record = state
         .service
@@ -226,11 +230,32 @@ pub async fn run_sync(
     let mut extra = serde_json::Map::new();
     extra.insert("jobId".into(), id.to_string().into());
     extra.insert("usage".into(), usage);
+    let artifacts = artifacts_of(&state, &record, &headers);
     Ok(json_body(output::run_result(
         state.service.clone(),
         record,
+        artifacts,
         extra,
     )))
+}
+
+/// A finished job's artifacts as the contract's, their URLs signed for a reader of `headers`.
+fn artifacts_of(state: &AppState, record: &JobRecord, headers: &HeaderMap) -> Vec<ArtifactWire> {
+    let Some(outcome) = &record.outcome else {
+        return Vec::new();
+    };
+    let base = state.links.base(Some(headers));
+    let urls = project::UrlContext {
+        links: &state.links,
+        base: &base,
+        job: &record.id,
+        expires: project::UrlContext::expiry_of(record.expires_at_ms, state.cfg.result_ttl()),
+    };
+    outcome
+        .artifacts
+        .iter()
+        .map(|a| project::artifact(a, &urls))
+        .collect()
 }
 
 fn json_body(body: axum::body::Body) -> Response {
@@ -273,6 +298,7 @@ pub async fn job_status(
 pub async fn job_output(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let missing = || {
@@ -285,9 +311,11 @@ pub async fn job_output(
     if !record.collect_output || record.outcome.is_none() {
         return Err(missing());
     }
+    let artifacts = artifacts_of(&state, &record, &headers);
     Ok(json_body(output::run_result(
         state.service.clone(),
         record,
+        artifacts,
         serde_json::Map::new(),
     )))
 }
@@ -300,13 +328,24 @@ pub async fn job_output(
 pub async fn job_events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let record = owned(&state, &caller, &id).await?;
     let encoding = record.output_encoding;
+    let links = state.links.clone();
+    let base = links.base(Some(&headers));
+    let expires = project::UrlContext::expiry_of(record.expires_at_ms, state.cfg.result_ttl());
+    let job = record.id.clone();
     let events = state.service.events(&record.id, 0).flat_map(move |e| {
+        let urls = project::UrlContext {
+            links: &links,
+            base: &base,
+            job: &job,
+            expires,
+        };
         stream::iter(
-            project::events(&e, encoding)
+            project::events(&e, encoding, &urls)
                 .into_iter()
                 .map(|(name, data)| Ok(SseEvent::default().event(name).data(data)))
                 .collect::<Vec<_>>(),

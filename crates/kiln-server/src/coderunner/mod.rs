@@ -2,6 +2,8 @@
 //! its wire shapes, and the projection of the domain's jobs, events and outcomes to them (with
 //! Kiln's extensions: `usage`, SSE, `POST /v1/run`).
 
+pub mod artifacts;
+pub mod blobs;
 pub mod handlers;
 pub mod output;
 pub mod project;
@@ -30,4 +32,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::job_stdin_close))
         .routes(routes!(handlers::job_kill))
         .routes(routes!(handlers::channel_auth))
+        .routes(routes!(blobs::check))
+        .routes(routes!(blobs::finalize))
+        .routes(routes!(blobs::upload))
+        .routes(routes!(artifacts::artifact))
 }

@@ -13,20 +13,22 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::project;
+use super::wire::ArtifactWire;
 
 /// Bytes gathered before a piece of the body is sent.
 const PIECE: usize = 64 << 10;
 
-/// The body of a RunResult for `record` (which is over), with `extra` fields after it (`/v1/run`
-/// adds `jobId` and `usage`).
+/// The body of a RunResult for `record` (which is over), with its `artifacts` and `extra` fields
+/// after it (`/v1/run` adds `jobId` and `usage`).
 pub fn run_result(
     service: Arc<JobService>,
     record: JobRecord,
+    artifacts: Vec<ArtifactWire>,
     extra: serde_json::Map<String, Value>,
 ) -> Body {
     let (tx, mut rx) = mpsc::channel::<Bytes>(2);
     tokio::spawn(async move {
-        let _ = write(&service, &record, extra, &tx).await;
+        let _ = write(&service, &record, artifacts, extra, &tx).await;
     });
     let stream = futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|b| b.map(Ok::<_, Infallible>))
@@ -110,6 +112,7 @@ fn field(out: &mut String, name: &str, value: &impl serde::Serialize) {
 async fn write(
     service: &JobService,
     record: &JobRecord,
+    artifacts: Vec<ArtifactWire>,
     extra: serde_json::Map<String, Value>,
     tx: &mpsc::Sender<Bytes>,
 ) -> Result<(), ()> {
@@ -140,8 +143,13 @@ async fn write(
     if let Some(compile) = project::compile(&outcome) {
         field(&mut tail, "compile", &compile);
     }
-    field(&mut tail, "artifacts", &Vec::<Value>::new());
-    tail.push_str("\"artifactsTruncated\":false");
+    field(&mut tail, "artifacts", &artifacts);
+    field(
+        &mut tail,
+        "artifactsTruncated",
+        &outcome.artifacts_truncated,
+    );
+    tail.pop();
     for (k, v) in extra {
         tail.push(',');
         tail.push_str(&serde_json::to_string(&k).unwrap_or_default());

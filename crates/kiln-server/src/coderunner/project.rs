@@ -9,7 +9,45 @@ use kiln_core::{
 use kiln_engine::Status;
 use serde_json::json;
 
-use super::wire::{CompileResultWire, JobStatus, ResultEvent, StageUsage, UsageEvent};
+use super::wire::{
+    ArtifactWire, CompileResultWire, JobStatus, ResultEvent, StageUsage, UsageEvent,
+};
+use crate::links::Links;
+
+/// What artifact URLs are made with: the signer, their base, the job and their expiry (Unix
+/// seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct UrlContext<'a> {
+    /// The signer.
+    pub links: &'a Links,
+    /// The URLs' base.
+    pub base: &'a str,
+    /// The job.
+    pub job: &'a kiln_core::JobId,
+    /// When they expire.
+    pub expires: u64,
+}
+
+impl UrlContext<'_> {
+    /// The expiry of a job's artifact URLs: its record's, or for a job not yet over, what its
+    /// record's will be at the latest.
+    pub fn expiry_of(record_expires_ms: Option<i64>, ttl: std::time::Duration) -> u64 {
+        match record_expires_ms {
+            Some(ms) => u64::try_from(ms / 1000).unwrap_or(0),
+            None => crate::links::now_secs().saturating_add(ttl.as_secs()),
+        }
+    }
+}
+
+/// An artifact as the contract's `Artifact`, with its signed URL.
+pub fn artifact(a: &kiln_core::job::ArtifactInfo, cx: &UrlContext<'_>) -> ArtifactWire {
+    ArtifactWire {
+        name: a.name.clone(),
+        mime_type: a.mime_type.clone(),
+        bytes: a.bytes,
+        url: cx.links.artifact_url(cx.base, cx.job, a, cx.expires),
+    }
+}
 
 /// `private-run-<jobId>`.
 pub fn channel_of(id: &str) -> String {
@@ -70,7 +108,11 @@ fn encode<T: serde::Serialize>(payload: &T) -> String {
 /// One domain event as the channel's wire events (`name`, the payload's JSON text): a stage, a
 /// chunk, or the end (`usage` then `result`). The text is made once per event and reader; every
 /// subscriber of a job pays this for each chunk, so output goes straight from its bytes to JSON.
-pub fn events(record: &EventRecord, encoding: OutputEncoding) -> Vec<(&'static str, String)> {
+pub fn events(
+    record: &EventRecord,
+    encoding: OutputEncoding,
+    urls: &UrlContext<'_>,
+) -> Vec<(&'static str, String)> {
     match &record.event {
         JobEvent::Stage(stage) => vec![("stage", json!({ "phase": stage }).to_string())],
         JobEvent::Output { stream, seq, bytes } => {
@@ -80,6 +122,7 @@ pub fn events(record: &EventRecord, encoding: OutputEncoding) -> Vec<(&'static s
             };
             vec![(stream_event(*stream), encode(&chunk))]
         }
+        JobEvent::Artifact(a) => vec![("artifact", encode(&artifact(a, urls)))],
         JobEvent::Finished(outcome) => vec![
             ("usage", encode(&usage(outcome))),
             ("result", encode(&result(outcome))),
@@ -149,9 +192,20 @@ mod tests {
     use kiln_core::Stage;
     use serde_json::Value;
 
+    fn with_urls<T>(f: impl FnOnce(&UrlContext<'_>) -> T) -> T {
+        let links = Links::new(b"k", None, "http://kiln");
+        let job = kiln_core::JobId("j".into());
+        f(&UrlContext {
+            links: &links,
+            base: "http://kiln",
+            job: &job,
+            expires: 9,
+        })
+    }
+
     /// The events with their payloads parsed back.
     fn parsed(record: &EventRecord, encoding: OutputEncoding) -> Vec<(&'static str, Value)> {
-        events(record, encoding)
+        with_urls(|u| events(record, encoding, u))
             .into_iter()
             .map(|(name, text)| (name, serde_json::from_str(&text).unwrap()))
             .collect()
@@ -187,7 +241,7 @@ mod tests {
             position: 2,
             event: JobEvent::Finished(Box::new(JobOutcome::unrun(Verdict::Expired, "late"))),
         };
-        let names: Vec<&str> = events(&end, OutputEncoding::Utf8)
+        let names: Vec<&str> = with_urls(|u| events(&end, OutputEncoding::Utf8, u))
             .iter()
             .map(|(n, _)| *n)
             .collect();

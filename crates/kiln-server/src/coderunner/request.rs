@@ -49,15 +49,19 @@ pub struct FileInput {
     /// A relative path (1–255 characters, no `..`, no NUL or other control character, no file
     /// and directory of the same name).
     pub name: String,
-    /// The content (required unless `ref` is given, which this server refuses).
-    #[schema(required = true, value_type = String)]
+    /// The content (exactly one of `content` and `ref`).
     pub content: Option<String>,
-    /// `utf8` (default) or `base64`.
+    /// `utf8` (default) or `base64`; ignored with `ref`.
     pub encoding: Option<Encoding>,
-    /// Content by reference to a blob store (the contract's); Kiln keeps no blob store.
+    /// `sha256:<hex>` of a blob this token uploaded (`POST /v1/blobs/check`), whose bytes are
+    /// the file's.
     #[serde(rename = "ref")]
-    #[schema(rename = "ref")]
+    #[schema(rename = "ref", pattern = "^sha256:[a-f0-9]{64}$")]
     pub reference: Option<String>,
+    /// The blob's bytes, once resolved.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub resolved: Option<bytes::Bytes>,
 }
 
 /// Limits a job may ask for, merged over the language's defaults: the contract's are clamped to
@@ -91,10 +95,12 @@ pub struct LimitsOverride {
     pub open_files: Option<Positive>,
     /// Kiln: only `none`.
     pub network: Option<NetworkName>,
-    /// Accepted for compatibility; Kiln keeps no artifacts.
+    /// With `collectOutput`: the most files kept as artifacts (default 20, at most the
+    /// server's `max_limits.max_artifacts`); past it `artifactsTruncated`.
     #[schema(value_type = Option<u64>, minimum = 1)]
     pub max_artifacts: Option<Positive>,
-    /// Accepted for compatibility.
+    /// With `collectOutput`: the most bytes kept as artifacts, all files together (default
+    /// 4 MiB, at most the server's `max_limits.max_artifact_bytes`).
     #[schema(value_type = Option<u64>, minimum = 1)]
     pub max_artifact_bytes: Option<Positive>,
 }
@@ -111,7 +117,8 @@ pub struct ExecuteRequest {
     pub files: Vec<FileInput>,
     /// Limits.
     pub limits: Option<LimitsOverride>,
-    /// Keep stdout and stderr for `GET /v1/jobs/{id}/output`.
+    /// Keep stdout, stderr and the files the run creates or changes in its working directory
+    /// (its artifacts) for `GET /v1/jobs/{id}/output`.
     pub collect_output: Option<bool>,
     /// Kiln: all of stdin, given up front (then closed).
     pub stdin: Option<String>,
@@ -172,8 +179,13 @@ impl ExecuteRequest {
                 output_kb: get(l.output_kb),
                 file_size_kb: get(l.file_size_kb),
                 open_files: get(l.open_files),
+                max_artifacts: get(l.max_artifacts),
+                max_artifact_bytes: get(l.max_artifact_bytes),
             },
             collect_output: self.collect_output.unwrap_or(false),
+            // The contract captures files with collectOutput; `/v1/run` collects output always,
+            // files only when asked.
+            capture_artifacts: self.collect_output.unwrap_or(false),
             stdin: self.stdin.map(String::into_bytes),
             args: self.args.unwrap_or_default(),
             compile_options: Vec::new(),
@@ -192,10 +204,17 @@ pub fn decode_files(files: Vec<FileInput>, field: &str) -> Result<Vec<DomainFile
     let mut out = Vec::new();
     for (i, f) in files.into_iter().enumerate() {
         let at = |name: &str| format!("{field}.{i}.{name}");
+        if let Some(bytes) = f.resolved {
+            out.push(DomainFile {
+                name: f.name,
+                content: Vec::from(bytes),
+            });
+            continue;
+        }
         if f.reference.is_some() {
             details.push(Detail {
                 path: at("ref"),
-                message: "content by reference needs a blob store, which this server does not keep; send content".into(),
+                message: "was not resolved to a blob".into(),
             });
             continue;
         }

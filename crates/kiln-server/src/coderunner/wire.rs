@@ -129,11 +129,24 @@ pub struct RunResultWire {
     /// The compile stage, for compiled languages.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compile: Option<CompileResultWire>,
-    /// Files the run produced (none: Kiln keeps no artifact store).
-    #[schema(value_type = Vec<Object>)]
-    pub artifacts: Vec<serde_json::Value>,
-    /// Whether artifacts were cut.
+    /// The files the run created or changed in its working directory.
+    pub artifacts: Vec<ArtifactWire>,
+    /// Files were left out of `artifacts` (past `maxArtifacts` or `maxArtifactBytes`).
     pub artifacts_truncated: bool,
+}
+
+/// A kept file, as the `artifact` event and a RunResult give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactWire {
+    /// Its path relative to the working directory.
+    pub name: String,
+    /// Its MIME type (from its first bytes, else its name).
+    pub mime_type: String,
+    /// Its size.
+    pub bytes: u64,
+    /// A signed URL that reads it without a token until it expires (with the job's result).
+    pub url: String,
 }
 
 /// Kiln's `usage` event, just before `result`: the facts the contract has no room for.

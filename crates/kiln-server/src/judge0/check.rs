@@ -363,6 +363,7 @@ pub fn check(
         .collect(),
         limits,
         collect_output: true,
+        capture_artifacts: false,
         stdin: Some(stdin.clone().unwrap_or_default()),
         args: settings
             .command_line_arguments

@@ -239,6 +239,8 @@ async fn session(socket: WebSocket, state: AppState, caller: Caller) {
                             return kill(&state, &caller, &id).await;
                         }
                     }
+                    // Piston has no artifacts (and Kiln keeps none for its jobs).
+                    JobEvent::Artifact(_) => {}
                     JobEvent::Finished(outcome) => {
                         send(&mut tx, &exit_of(outcome)).await;
                         return close(&mut tx, JOB_COMPLETED).await;

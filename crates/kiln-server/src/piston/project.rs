@@ -146,6 +146,7 @@ pub fn submission(
         files: decoded,
         limits,
         collect_output: !live,
+        capture_artifacts: false,
         stdin,
         args: body.args.unwrap_or_default(),
         compile_options: Vec::new(),

@@ -4,17 +4,16 @@
 //! reported (created, modified, deleted, with sizes and SHA-256 hashes) and, for mounts, judged
 //! by their rules and synced.
 
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::Arc;
 
-use kiln_engine::tree::{EntryKind, SandboxPath, Tree, MAX_LIST_DEPTH};
+use kiln_engine::tree::{SandboxPath, Tree};
 use kiln_engine::Sandbox;
 use serde::Serialize;
 
 use super::harness::DIR;
 use super::{FunctionCall, FunctionError};
 use crate::mount::{self, LoadedMount, MountChanges, Seen, SeenKind};
+use crate::workspace::{self, join, read_back, within, Baseline, Change};
 
 /// One changed file as a call reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,11 +56,8 @@ pub struct WorkspaceChanges {
 #[derive(Debug, Default)]
 pub struct Staged {
     /// The virtual files under the working directory: relative name → hash.
-    files: BTreeMap<String, String>,
+    files: Baseline,
 }
-
-/// How deep the tree is read back (as deep as mounts are loaded).
-const MAX_DEPTH: u32 = 128;
 
 /// How much of the tree is read back, in all: past it the changes are `truncated`.
 const READ_BACK_BYTES: u64 = 128 << 20;
@@ -161,12 +157,14 @@ fn collect_blocking(
     // The working directory is tracked unless a mount covers it (then the mount is).
     if !guests.iter().any(|g| within(workdir, g)) {
         let skip: Vec<&str> = guests.iter().copied().chain(std::iter::once(DIR)).collect();
-        let (seen, truncated) = read_back(&tree, workdir, &skip, &mut budget)?;
+        let (seen, truncated) = read_back(&tree, workdir, &skip, &mut budget)
+            .map_err(sandbox_err("read back the working directory"))?;
         changes.truncated |= truncated;
         diff_workdir(workdir, &staged.files, &seen, &mut changes);
     }
     for m in mounts {
-        let (seen, truncated) = read_back(&tree, &m.guest, &[DIR], &mut budget)?;
+        let (seen, truncated) = read_back(&tree, &m.guest, &[DIR], &mut budget)
+            .map_err(sandbox_err("read back a mount"))?;
         changes.truncated |= truncated;
         let mut found = mount::diff(m, &seen, permissions);
         if truncated {
@@ -178,15 +176,9 @@ fn collect_blocking(
     Ok(changes)
 }
 
-fn diff_workdir(
-    workdir: &str,
-    before: &BTreeMap<String, String>,
-    seen: &[Seen],
-    changes: &mut WorkspaceChanges,
-) {
-    let mut present = std::collections::BTreeSet::new();
-    for s in seen {
-        present.insert(s.rel.as_str());
+fn diff_workdir(workdir: &str, before: &Baseline, seen: &[Seen], changes: &mut WorkspaceChanges) {
+    let found = workspace::diff(before, seen);
+    for (change, s) in found.changed {
         let path = join(workdir, &s.rel);
         let file = match &s.kind {
             SeenKind::File { content, .. } => TrackedFile {
@@ -215,23 +207,20 @@ fn diff_workdir(
                 encoding: None,
             },
         };
-        match before.get(&s.rel) {
-            None => changes.created.push(file),
-            Some(h) if file.hash.as_ref() != Some(h) => changes.modified.push(file),
-            Some(_) => {}
+        match change {
+            Change::Created => changes.created.push(file),
+            Change::Modified => changes.modified.push(file),
         }
     }
-    for (rel, h) in before {
-        if !present.contains(rel.as_str()) {
-            changes.deleted.push(TrackedFile {
-                path: join(workdir, rel),
-                kind: "file",
-                size: 0,
-                hash: Some(h.clone()),
-                content: None,
-                encoding: None,
-            });
-        }
+    for (rel, hash) in found.deleted {
+        changes.deleted.push(TrackedFile {
+            path: join(workdir, rel),
+            kind: "file",
+            size: 0,
+            hash: Some(hash.to_string()),
+            content: None,
+            encoding: None,
+        });
     }
 }
 
@@ -254,93 +243,6 @@ impl TrackedFile {
     }
 }
 
-/// Everything under `root` but `skip`, with file contents, within `budget` bytes. What cannot
-/// be read back (past the budget or the listing's caps, a name the tree refuses, a file its
-/// user may not read) is left out and makes the result `truncated`: nothing is then taken as
-/// deleted.
-fn read_back(
-    tree: &Tree,
-    root: &str,
-    skip: &[&str],
-    budget: &mut u64,
-) -> Result<(Vec<Seen>, bool), FunctionError> {
-    let mut seen = Vec::new();
-    let mut truncated = false;
-    let mut pending = vec![(root.to_string(), 0u32)];
-    while let Some((dir, depth)) = pending.pop() {
-        let Ok(at) = SandboxPath::parse(&dir) else {
-            truncated = true;
-            continue;
-        };
-        let listing = match tree.list(&at, MAX_LIST_DEPTH) {
-            Ok(l) => l,
-            // The root itself missing (a call that removed its mount) is all of it deleted.
-            Err(_) if dir == root => return Ok((seen, false)),
-            Err(_) => {
-                truncated = true;
-                continue;
-            }
-        };
-        truncated |= listing.truncated;
-        for entry in listing.entries {
-            if skip.iter().any(|s| within(&entry.path, s)) {
-                continue;
-            }
-            let rel = entry
-                .path
-                .strip_prefix(root)
-                .unwrap_or(&entry.path)
-                .trim_start_matches('/')
-                .to_string();
-            let below = entry.path[dir.len()..].matches('/').count() as u32;
-            let kind = match entry.kind {
-                EntryKind::Dir => {
-                    // The listing stops MAX_LIST_DEPTH levels down: go on from there, as deep
-                    // as a mount is loaded.
-                    if below == MAX_LIST_DEPTH {
-                        if depth + below < MAX_DEPTH {
-                            pending.push((entry.path.clone(), depth + below));
-                        } else {
-                            truncated = true;
-                        }
-                    }
-                    SeenKind::Dir
-                }
-                EntryKind::Symlink => SeenKind::Symlink {
-                    target: entry.target.clone().unwrap_or_default(),
-                },
-                EntryKind::File => match read_file(tree, &entry.path, entry.size, budget) {
-                    Some(content) => SeenKind::File {
-                        content,
-                        mode: entry.mode,
-                    },
-                    None => {
-                        truncated = true;
-                        continue;
-                    }
-                },
-                // Fifos and sockets a call leaves are neither its output nor syncable.
-                EntryKind::Other => continue,
-            };
-            seen.push(Seen { rel, kind });
-        }
-    }
-    seen.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok((seen, truncated))
-}
-
-/// A file's contents, if it fits `budget` and can be read.
-fn read_file(tree: &Tree, path: &str, size: u64, budget: &mut u64) -> Option<Vec<u8>> {
-    if size > *budget {
-        return None;
-    }
-    let (file, size) = tree.open_read(&SandboxPath::parse(path).ok()?).ok()?;
-    let mut content = Vec::with_capacity(size as usize);
-    file.take(*budget).read_to_end(&mut content).ok()?;
-    *budget = budget.saturating_sub(content.len() as u64);
-    Some(content)
-}
-
 fn write(tree: &Tree, path: &str, content: &[u8], mode: u32) -> Result<(), FunctionError> {
     use std::io::Write;
     let mut file = tree
@@ -354,22 +256,6 @@ fn write(tree: &Tree, path: &str, content: &[u8], mode: u32) -> Result<(), Funct
 
 fn parse(path: &str) -> Result<SandboxPath, FunctionError> {
     SandboxPath::parse(path).map_err(sandbox_err("a path inside the sandbox"))
-}
-
-/// `path` is `dir` or under it.
-fn within(path: &str, dir: &str) -> bool {
-    path == dir
-        || path
-            .strip_prefix(dir)
-            .is_some_and(|rest| rest.starts_with('/') || dir == "/")
-}
-
-fn join(dir: &str, rel: &str) -> String {
-    if rel.is_empty() {
-        dir.to_string()
-    } else {
-        format!("{}/{rel}", dir.trim_end_matches('/'))
-    }
 }
 
 fn sandbox_err<E: std::fmt::Display>(step: &'static str) -> impl Fn(E) -> FunctionError {

@@ -132,6 +132,7 @@ async fn check_case(engine: &Engine, language: &Language, name: &str, case: &Cas
         stdin,
         limits,
         shape: SandboxShape::default(),
+        capture: None,
     };
     let result = run_program(engine, program, &mut sink, None).await;
     // Its senders go with it: an echo check still waiting for the run stage ends.

@@ -24,6 +24,7 @@ fn run(language: Language, files: Vec<SourceFile>) -> (ProgramResult, String, St
             stdin: StdinSource::Closed,
             limits,
             shape: SandboxShape::default(),
+            capture: None,
         };
         let (mut out, mut compile) = (Vec::new(), Vec::new());
         let mut sink = |s: Stream, c: &[u8]| match s {

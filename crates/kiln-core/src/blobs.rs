@@ -1,0 +1,562 @@
+//! Content-addressed blobs: file contents uploaded once and named by their SHA-256, so a job can
+//! give a large file by reference (`files[].ref`). Each token holds the blobs it uploaded; a
+//! token can only use, or learn of, a blob it holds (the bytes of two tokens' equal uploads are
+//! stored once). A hold lasts while it is used (check, upload, finalize, a job's use refresh
+//! it) and goes after `ttl` idle; a blob goes with its last hold. The bytes are hashed on the
+//! way in (a PUT whose bytes are not its hash stores nothing) and again on every use. Bytes held
+//! are counted against a total and a per-token quota.
+//!
+//! The bytes live in an [`ObjectStore`] (`blobs/<hex>`), each hold as an empty object
+//! (`holds/<owner>/<hex>`), so a restarted service still has them (their idle clocks restart).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::objects::{ObjectError, ObjectStore};
+
+/// A blob's name: the SHA-256 of its bytes, written `sha256:<64 lowercase hex>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobHash([u8; 32]);
+
+impl BlobHash {
+    /// The hash of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    /// Parses `sha256:<64 lowercase hex>`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let hex = s.strip_prefix("sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex, &mut out).ok()?;
+        Some(Self(out))
+    }
+
+    /// The 64 hex digits.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    fn key(&self) -> String {
+        format!("blobs/{}", self.hex())
+    }
+}
+
+impl std::fmt::Display for BlobHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+/// The blob store's settings.
+#[derive(Debug, Clone)]
+pub struct BlobConfig {
+    /// How long a hold lasts unused.
+    pub ttl: Duration,
+    /// Largest blob.
+    pub max_blob_bytes: u64,
+    /// Bytes stored, all tokens together.
+    pub storage_bytes: u64,
+    /// Bytes one token may hold.
+    pub owner_storage_bytes: u64,
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(3600),
+            max_blob_bytes: 64 << 20,
+            storage_bytes: 2 << 30,
+            owner_storage_bytes: 512 << 20,
+        }
+    }
+}
+
+/// Why a blob operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The bytes are not the blob they were sent as.
+    #[error("the bytes' hash is {actual}, not {expected}")]
+    Mismatch {
+        /// The hash the upload was for.
+        expected: BlobHash,
+        /// The bytes' hash.
+        actual: BlobHash,
+    },
+    /// Larger than one blob may be.
+    #[error("a blob of {bytes} bytes is over the {max}-byte limit")]
+    TooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The token holds as much as it may.
+    #[error("{owner} holds {held} bytes of blobs; {bytes} more would pass its {cap}-byte quota")]
+    OwnerQuota {
+        /// The token's name.
+        owner: String,
+        /// What it holds.
+        held: u64,
+        /// The blob's size.
+        bytes: u64,
+        /// Its quota.
+        cap: u64,
+    },
+    /// The store is full.
+    #[error("the blob store holds {used} bytes; {bytes} more would pass its {cap}-byte quota")]
+    StorageFull {
+        /// Bytes stored.
+        used: u64,
+        /// The blob's size.
+        bytes: u64,
+        /// The quota.
+        cap: u64,
+    },
+    /// The token holds no such blob (never uploaded by it, or expired).
+    #[error("no blob {0} (never uploaded with this token, or expired)")]
+    Missing(BlobHash),
+    /// The stored bytes no longer hash to their name (they are dropped).
+    #[error("blob {0} is damaged in the store and was dropped; upload it again")]
+    Damaged(BlobHash),
+    /// The object store failed.
+    #[error(transparent)]
+    Store(#[from] ObjectError),
+}
+
+#[derive(Debug)]
+struct Blob {
+    bytes: u64,
+    /// Whether its bytes are in the store (not only reserved by an upload under way).
+    stored: bool,
+    holds: HashMap<String, Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    blobs: HashMap<BlobHash, Blob>,
+    /// Bytes each owner holds (or has reserved by an upload under way).
+    held: HashMap<String, u64>,
+    /// Bytes stored or reserved.
+    total: u64,
+}
+
+/// What the store holds, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BlobStats {
+    /// Blobs stored.
+    pub blobs: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// The blob store.
+#[derive(Debug)]
+pub struct BlobService {
+    cfg: BlobConfig,
+    objects: Arc<dyn ObjectStore>,
+    index: Mutex<Index>,
+}
+
+/// A token's name as a key segment.
+fn owner_key(owner: &str) -> String {
+    hex::encode(owner.as_bytes())
+}
+
+fn hold_key(owner: &str, hash: &BlobHash) -> String {
+    format!("holds/{}/{}", owner_key(owner), hash.hex())
+}
+
+async fn hash_of(bytes: Bytes) -> BlobHash {
+    tokio::task::spawn_blocking(move || BlobHash::of(&bytes))
+        .await
+        .expect("hashing does not panic")
+}
+
+impl BlobService {
+    /// The store over `objects`, with what a previous process left: blobs with their holds
+    /// (idle from now), and neither a hold without its blob nor a blob without a hold.
+    pub async fn open(cfg: BlobConfig, objects: Arc<dyn ObjectStore>) -> Result<Self, BlobError> {
+        let mut index = Index::default();
+        let now = Instant::now();
+        for (key, bytes) in objects.list("blobs").await? {
+            if let Some(hash) = key
+                .strip_prefix("blobs/")
+                .and_then(|h| BlobHash::parse(&format!("sha256:{h}")))
+            {
+                index.blobs.insert(
+                    hash,
+                    Blob {
+                        bytes,
+                        stored: true,
+                        holds: HashMap::new(),
+                    },
+                );
+            } else {
+                objects.remove(&key).await?;
+            }
+        }
+        for (key, _) in objects.list("holds").await? {
+            let mut parts = key.split('/').skip(1);
+            let (Some(owner), Some(hex), None) = (parts.next(), parts.next(), parts.next()) else {
+                objects.remove(&key).await?;
+                continue;
+            };
+            let owner = hex::decode(owner)
+                .ok()
+                .and_then(|o| String::from_utf8(o).ok());
+            let blob = BlobHash::parse(&format!("sha256:{hex}"))
+                .and_then(|h| index.blobs.get_mut(&h).map(|b| (h, b)));
+            match (owner, blob) {
+                (Some(owner), Some((_, blob))) => {
+                    *index.held.entry(owner.clone()).or_default() += blob.bytes;
+                    blob.holds.insert(owner, now);
+                }
+                _ => objects.remove(&key).await?,
+            }
+        }
+        let unheld: Vec<BlobHash> = index
+            .blobs
+            .iter()
+            .filter(|(_, b)| b.holds.is_empty())
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in unheld {
+            index.blobs.remove(&hash);
+            objects.remove(&hash.key()).await?;
+        }
+        index.total = index.blobs.values().map(|b| b.bytes).sum();
+        Ok(Self {
+            cfg,
+            objects,
+            index: Mutex::new(index),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BlobConfig {
+        &self.cfg
+    }
+
+    /// What is stored.
+    pub fn stats(&self) -> BlobStats {
+        let index = self.index.lock().expect("blob index lock");
+        let stored = index.blobs.values().filter(|b| b.stored);
+        BlobStats {
+            blobs: stored.clone().count(),
+            bytes: stored.map(|b| b.bytes).sum(),
+        }
+    }
+
+    /// Bytes `owner` holds.
+    pub fn held_by(&self, owner: &str) -> u64 {
+        let index = self.index.lock().expect("blob index lock");
+        index.held.get(owner).copied().unwrap_or(0)
+    }
+
+    /// Whether `owner` holds each of `hashes` (a held one's idle clock restarts).
+    pub fn check(&self, owner: &str, hashes: &[BlobHash]) -> Vec<bool> {
+        let mut index = self.index.lock().expect("blob index lock");
+        let now = Instant::now();
+        hashes
+            .iter()
+            .map(|h| match index.blobs.get_mut(h) {
+                Some(b) if b.stored => match b.holds.get_mut(owner) {
+                    Some(at) => {
+                        *at = now;
+                        true
+                    }
+                    None => false,
+                },
+                _ => false,
+            })
+            .collect()
+    }
+
+    /// Restarts the idle clocks of `hashes`, which `owner` must all hold; the first it does not
+    /// hold is the error.
+    pub fn finalize(&self, owner: &str, hashes: &[BlobHash]) -> Result<(), (usize, BlobError)> {
+        let held = self.check(owner, hashes);
+        match held.iter().position(|h| !h) {
+            Some(i) => Err((i, BlobError::Missing(hashes[i]))),
+            None => Ok(()),
+        }
+    }
+
+    /// Stores `bytes` as blob `hash` held by `owner`: refused unless they hash to it, fit one
+    /// blob's limit and the quotas. Bytes another token already stored are not stored again,
+    /// but this token must still send them to hold them.
+    pub async fn upload(&self, owner: &str, hash: BlobHash, bytes: Bytes) -> Result<(), BlobError> {
+        let size = bytes.len() as u64;
+        if size > self.cfg.max_blob_bytes {
+            return Err(BlobError::TooLarge {
+                bytes: size,
+                max: self.cfg.max_blob_bytes,
+            });
+        }
+        let actual = hash_of(bytes.clone()).await;
+        if actual != hash {
+            return Err(BlobError::Mismatch {
+                expected: hash,
+                actual,
+            });
+        }
+        // Reserve first, so that two uploads at once cannot both pass a quota.
+        let must_store = {
+            let mut index = self.index.lock().expect("blob index lock");
+            let index = &mut *index;
+            let now = Instant::now();
+            if let Some(b) = index.blobs.get_mut(&hash) {
+                if let Some(at) = b.holds.get_mut(owner) {
+                    *at = now;
+                    return Ok(());
+                }
+            }
+            let held = index.held.get(owner).copied().unwrap_or(0);
+            if held.saturating_add(size) > self.cfg.owner_storage_bytes {
+                return Err(BlobError::OwnerQuota {
+                    owner: owner.to_string(),
+                    held,
+                    bytes: size,
+                    cap: self.cfg.owner_storage_bytes,
+                });
+            }
+            let exists = index.blobs.contains_key(&hash);
+            if !exists && index.total.saturating_add(size) > self.cfg.storage_bytes {
+                return Err(BlobError::StorageFull {
+                    used: index.total,
+                    bytes: size,
+                    cap: self.cfg.storage_bytes,
+                });
+            }
+            if !exists {
+                index.total += size;
+            }
+            *index.held.entry(owner.to_string()).or_default() += size;
+            let blob = index.blobs.entry(hash).or_insert_with(|| Blob {
+                bytes: size,
+                stored: false,
+                holds: HashMap::new(),
+            });
+            blob.holds.insert(owner.to_string(), now);
+            !blob.stored
+        };
+        let written = async {
+            if must_store {
+                self.objects.put(&hash.key(), bytes).await?;
+            }
+            self.objects
+                .put(&hold_key(owner, &hash), Bytes::new())
+                .await
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                let mut index = self.index.lock().expect("blob index lock");
+                if let Some(b) = index.blobs.get_mut(&hash) {
+                    b.stored = true;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.drop_holds(&[(hash, owner.to_string())]).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The bytes of blob `hash`, which `owner` must hold, checked against their hash (its idle
+    /// clock restarts).
+    pub async fn read(&self, owner: &str, hash: BlobHash) -> Result<Bytes, BlobError> {
+        if self.check(owner, &[hash]) != [true] {
+            return Err(BlobError::Missing(hash));
+        }
+        let bytes = self
+            .objects
+            .get(&hash.key())
+            .await?
+            .ok_or(BlobError::Damaged(hash))?;
+        if hash_of(bytes.clone()).await != hash {
+            let holders: Vec<(BlobHash, String)> = {
+                let index = self.index.lock().expect("blob index lock");
+                index
+                    .blobs
+                    .get(&hash)
+                    .map(|b| b.holds.keys().map(|o| (hash, o.clone())).collect())
+                    .unwrap_or_default()
+            };
+            tracing::error!(blob = %hash, "a stored blob does not match its hash; dropped");
+            self.drop_holds(&holders).await;
+            return Err(BlobError::Damaged(hash));
+        }
+        Ok(bytes)
+    }
+
+    /// Drops the holds unused for longer than the TTL (and the blobs no one holds any more);
+    /// returns how many holds went.
+    pub async fn reap(&self) -> usize {
+        let now = Instant::now();
+        let expired: Vec<(BlobHash, String)> = {
+            let index = self.index.lock().expect("blob index lock");
+            index
+                .blobs
+                .iter()
+                .filter(|(_, b)| b.stored)
+                .flat_map(|(h, b)| {
+                    b.holds
+                        .iter()
+                        .filter(|(_, at)| now.duration_since(**at) > self.cfg.ttl)
+                        .map(|(o, _)| (*h, o.clone()))
+                })
+                .collect()
+        };
+        self.drop_holds(&expired).await;
+        expired.len()
+    }
+
+    async fn drop_holds(&self, holds: &[(BlobHash, String)]) {
+        let mut gone = Vec::new();
+        {
+            let mut index = self.index.lock().expect("blob index lock");
+            let index = &mut *index;
+            for (hash, owner) in holds {
+                let Some(blob) = index.blobs.get_mut(hash) else {
+                    continue;
+                };
+                if blob.holds.remove(owner).is_some() {
+                    if let Some(n) = index.held.get_mut(owner) {
+                        *n = n.saturating_sub(blob.bytes);
+                        if *n == 0 {
+                            index.held.remove(owner);
+                        }
+                    }
+                }
+                if blob.holds.is_empty() {
+                    index.total = index.total.saturating_sub(blob.bytes);
+                    index.blobs.remove(hash);
+                    gone.push(*hash);
+                }
+            }
+        }
+        for (hash, owner) in holds {
+            if let Err(e) = self.objects.remove(&hold_key(owner, hash)).await {
+                tracing::warn!(error = %e, "deleting a blob's hold");
+            }
+        }
+        for hash in gone {
+            if let Err(e) = self.objects.remove(&hash.key()).await {
+                tracing::warn!(error = %e, "deleting a blob");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::DiskObjects;
+
+    async fn service(dir: &std::path::Path, cfg: BlobConfig) -> BlobService {
+        let objects = Arc::new(DiskObjects::open(dir).unwrap());
+        BlobService::open(cfg, objects).await.unwrap()
+    }
+
+    #[test]
+    fn hashes_parse_only_in_their_one_form() {
+        let h = BlobHash::of(b"hello");
+        assert_eq!(BlobHash::parse(&h.to_string()), Some(h));
+        let upper = h.to_string().to_uppercase().replace("SHA256", "sha256");
+        for bad in ["", "sha256:", "sha1:00", &upper, &h.hex(), &format!("{h}0")] {
+            assert_eq!(BlobHash::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_are_verified_held_per_token_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = service(dir.path(), BlobConfig::default()).await;
+        let bytes = Bytes::from_static(b"some bytes");
+        let hash = BlobHash::of(&bytes);
+        // The wrong bytes store nothing.
+        let wrong = blobs
+            .upload("a", hash, Bytes::from_static(b"other bytes"))
+            .await;
+        assert!(
+            matches!(wrong, Err(BlobError::Mismatch { .. })),
+            "{wrong:?}"
+        );
+        assert_eq!(blobs.stats(), BlobStats::default());
+        assert_eq!(blobs.check("a", &[hash]), [false]);
+
+        blobs.upload("a", hash, bytes.clone()).await.unwrap();
+        assert_eq!(blobs.check("a", &[hash]), [true]);
+        // Another token neither sees nor reads it.
+        assert_eq!(blobs.check("b", &[hash]), [false]);
+        assert!(matches!(
+            blobs.read("b", hash).await,
+            Err(BlobError::Missing(_))
+        ));
+        assert!(blobs.finalize("b", &[hash]).is_err());
+        blobs.finalize("a", &[hash]).unwrap();
+        assert_eq!(blobs.read("a", hash).await.unwrap(), bytes);
+        // The same bytes from another token are stored once.
+        blobs.upload("b", hash, bytes.clone()).await.unwrap();
+        assert_eq!(blobs.stats().blobs, 1);
+        assert_eq!(blobs.stats().bytes, bytes.len() as u64);
+        drop(blobs);
+
+        let again = service(dir.path(), BlobConfig::default()).await;
+        assert_eq!(again.check("a", &[hash]), [true]);
+        assert_eq!(again.check("b", &[hash]), [true]);
+        assert_eq!(again.held_by("a"), bytes.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn quotas_refuse_and_idle_holds_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = BlobConfig {
+            ttl: Duration::from_millis(50),
+            max_blob_bytes: 100,
+            storage_bytes: 150,
+            owner_storage_bytes: 120,
+        };
+        let blobs = service(dir.path(), cfg).await;
+        let blob = |n: usize, fill: u8| Bytes::from(vec![fill; n]);
+        let up = |owner: &'static str, b: Bytes| {
+            let h = BlobHash::of(&b);
+            let blobs = &blobs;
+            async move { blobs.upload(owner, h, b).await }
+        };
+        assert!(matches!(
+            up("a", blob(101, 1)).await,
+            Err(BlobError::TooLarge { .. })
+        ));
+        up("a", blob(100, 1)).await.unwrap();
+        assert!(matches!(
+            up("a", blob(30, 2)).await,
+            Err(BlobError::OwnerQuota { .. })
+        ));
+        assert!(matches!(
+            up("b", blob(60, 3)).await,
+            Err(BlobError::StorageFull { .. })
+        ));
+        // Equal bytes take no more room, only the token's quota.
+        up("b", blob(100, 1)).await.unwrap();
+        assert_eq!(blobs.stats().bytes, 100);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(blobs.reap().await, 2);
+        assert_eq!(blobs.stats(), BlobStats::default());
+        assert!(std::fs::read_dir(dir.path().join("blobs"))
+            .unwrap()
+            .next()
+            .is_none());
+        up("b", blob(60, 3)).await.unwrap();
+    }
+}
