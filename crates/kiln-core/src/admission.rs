@@ -76,6 +76,8 @@ pub struct JobRequest {
     pub auto_start: bool,
     /// How its output is given to clients.
     pub output_encoding: OutputEncoding,
+    /// The client's trace, if it sent one.
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 /// The server's upper bounds for the limits clients ask for.
@@ -465,6 +467,7 @@ pub fn admit(
             .then(|| artifact_limits(&request.limits, &rules.max_limits)),
         auto_start: request.auto_start,
         output_encoding: request.output_encoding,
+        trace: request.trace,
     })
 }
 

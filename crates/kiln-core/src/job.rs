@@ -294,6 +294,8 @@ pub struct JobSpec {
     pub auto_start: bool,
     /// How its output is given to clients.
     pub output_encoding: OutputEncoding,
+    /// The client's trace, its span the parent of the job's.
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 /// A job's lasting record: what the store keeps, and what a face answers status queries from.

@@ -24,6 +24,7 @@ pub mod sandbox;
 pub mod service;
 pub mod sink;
 pub mod store;
+pub mod trace;
 
 pub use admission::{AdmissionError, FieldError, FileInput, JobRequest, LimitRequest, MaxLimits};
 pub use event::{EventRecord, JobEvent, OutputStream, Stage};

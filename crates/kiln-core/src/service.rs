@@ -645,7 +645,28 @@ impl JobService {
         });
     }
 
+    /// Runs a job in its span: the job's id and language, and the client's trace (its span
+    /// the parent, when an exporter registered how), so that every log line of the run says
+    /// which job and which trace it belongs to.
     async fn run(&self, job: &Arc<LiveJob>) {
+        use tracing::Instrument as _;
+        let trace = job.spec.trace.as_ref();
+        let span = tracing::info_span!(
+            "job",
+            job = %job.id,
+            owner = %job.owner,
+            language = %job.spec.language.name,
+            trace_id = trace.map(|t| t.trace_id()),
+            parent_span_id = trace.map(|t| t.parent_id()),
+            verdict = tracing::field::Empty,
+        );
+        if let Some(cx) = trace {
+            crate::trace::attach(&span, cx);
+        }
+        self.run_in_span(job).instrument(span).await;
+    }
+
+    async fn run_in_span(&self, job: &Arc<LiveJob>) {
         if job.kill_requested() {
             return self.end_unrun(
                 job,
@@ -693,6 +714,13 @@ impl JobService {
                 JobOutcome::unrun(Verdict::Run(Status::InternalError), e.to_string())
             }
         };
+        tracing::Span::current().record("verdict", outcome.verdict.as_str());
+        tracing::info!(
+            verdict = outcome.verdict.as_str(),
+            wall_ms = started.elapsed().as_millis() as u64,
+            artifacts = outcome.artifacts.len(),
+            "job finished"
+        );
         self.end(job, outcome, log_bytes, Some(started));
     }
 }

@@ -3,7 +3,7 @@
 
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -23,6 +23,36 @@ async fn wrong_method(method: Method, uri: Uri) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", echo(uri.path())),
     )
+}
+
+/// Runs a request in a span of its own: method, path and status, and the client's trace (a
+/// valid `traceparent` header) as its parent when an exporter registered how.
+async fn request_span(req: axum::extract::Request, next: middleware::Next) -> Response {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(cx) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|tp| {
+            let state = req
+                .headers()
+                .get("tracestate")
+                .and_then(|v| v.to_str().ok());
+            kiln_core::trace::TraceContext::parse(tp, state).ok()
+        })
+    {
+        kiln_core::trace::attach(&span, &cx);
+    }
+    let response = next.run(req).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// The application, with its state applied.
@@ -47,6 +77,7 @@ pub fn router(state: AppState) -> Router {
     .fallback(no_route)
     .method_not_allowed_fallback(wrong_method)
     .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+    .layer(middleware::from_fn(request_span))
     .with_state(state)
     .merge(realtime)
 }

@@ -90,12 +90,34 @@ pub struct ServerConfig {
     pub judge0: Judge0Settings,
     /// Content-addressed blobs (`/v1/blobs`).
     pub blobs: BlobSettings,
+    /// Span export.
+    pub telemetry: TelemetrySettings,
     /// The address clients reach this server by (`https://kiln.example.com`), the base of the
     /// signed URLs it hands out (blob uploads, artifacts). Unset: the request's `Host` header,
     /// and for channel events, which have no request, the listen address.
     pub public_url: Option<String>,
     /// How long a graceful shutdown waits for admitted jobs.
     pub drain_secs: u64,
+}
+
+/// Span export over OTLP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+pub struct TelemetrySettings {
+    /// A collector's OTLP/HTTP address (`http://collector:4318`); spans go to its
+    /// `/v1/traces`. Unset: no export.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` the spans carry.
+    pub service_name: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "kiln".into(),
+        }
+    }
 }
 
 /// Content-addressed blobs: uploaded once, then given to jobs by `files[].ref`.
@@ -418,6 +440,7 @@ impl Default for ServerConfig {
             functions: FunctionSettings::default(),
             judge0: Judge0Settings::default(),
             blobs: BlobSettings::default(),
+            telemetry: TelemetrySettings::default(),
             public_url: None,
             drain_secs: 30,
         }

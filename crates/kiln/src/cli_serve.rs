@@ -90,9 +90,27 @@ pub struct ServeArgs {
     /// The Pusher app secret [default: generated, kept in the data dir]
     #[arg(long, env = "KILN_PUSHER_APP_SECRET", hide_env_values = true)]
     pusher_app_secret: Option<String>,
+    /// The address clients reach this server by, the base of its signed URLs (`public_url`)
+    /// [default: the request's Host]
+    #[arg(long, env = "KILN_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Bytes of blobs stored, all tokens together (`[blobs] storage_bytes`) [default: 2 GiB]
+    #[arg(long, env = "KILN_BLOB_STORAGE_BYTES")]
+    blob_storage_bytes: Option<u64>,
+    /// Bytes of blobs one token may hold (`[blobs] token_storage_bytes`) [default: 512 MiB]
+    #[arg(long, env = "KILN_TOKEN_BLOB_STORAGE_BYTES")]
+    token_blob_storage_bytes: Option<u64>,
+    /// How long an unused blob is kept, in seconds (`[blobs] ttl_secs`) [default: 3600]
+    #[arg(long, env = "KILN_BLOB_TTL_SECS")]
+    blob_ttl_secs: Option<u64>,
+    /// Export spans to this OTLP/HTTP collector, http://host:4318 (`[telemetry]
+    /// otlp_endpoint`) [default: off]
+    #[arg(long, env = "KILN_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
-fn load(args: ServeArgs) -> anyhow::Result<ServerConfig> {
+/// `kiln serve`'s settings: its file, then the environment and flags.
+pub fn load(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     let mut cfg = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -131,6 +149,21 @@ fn load(args: ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(j) = args.judge0_listen {
         cfg.judge0.listen = Some(j);
+    }
+    if let Some(e) = args.otlp_endpoint {
+        cfg.telemetry.otlp_endpoint = Some(e);
+    }
+    if let Some(u) = args.public_url {
+        cfg.public_url = Some(u);
+    }
+    if let Some(b) = args.blob_storage_bytes {
+        cfg.blobs.storage_bytes = b;
+    }
+    if let Some(b) = args.token_blob_storage_bytes {
+        cfg.blobs.token_storage_bytes = b;
+    }
+    if let Some(s) = args.blob_ttl_secs {
+        cfg.blobs.ttl_secs = s;
     }
     if let Some(id) = args.pusher_app_id {
         cfg.pusher.app_id = id;
@@ -196,15 +229,8 @@ fn trim_heap() {
     }
 }
 
-/// Runs `kiln serve`.
-pub async fn run(args: ServeArgs) -> i32 {
-    let cfg = match load(args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("kiln serve: {e:#}");
-            return 2;
-        }
-    };
+/// Runs `kiln serve` with `cfg`.
+pub async fn run(cfg: ServerConfig) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {

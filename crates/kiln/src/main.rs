@@ -11,6 +11,7 @@ mod cli_sandbox;
 mod cli_serve;
 mod cli_shell;
 mod doctor;
+mod telemetry;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -57,17 +58,6 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // One JSON object per line for log collectors; text for people.
-    if std::env::var("KILN_LOG_FORMAT").as_deref() == Ok("json") {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,12 +68,47 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // `kiln serve`'s settings are read before logging starts: they say whether spans are
+    // exported too.
+    let _entered = runtime.enter();
+    let (command, serve) = match cli.command {
+        Command::Serve(args) => match cli_serve::load(*args) {
+            Ok(cfg) => (None, Some(cfg)),
+            Err(e) => {
+                eprintln!("kiln serve: {e:#}");
+                std::process::exit(2);
+            }
+        },
+        other => (Some(other), None),
+    };
+    let otlp = serve.as_ref().and_then(|c| {
+        Some((
+            c.telemetry.otlp_endpoint.as_deref()?,
+            c.telemetry.service_name.as_str(),
+        ))
+    });
+    let exporter = match telemetry::init(otlp) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("kiln: {e:#}");
+            std::process::exit(2);
+        }
+    };
     let code = runtime.block_on(async {
-        match cli.command {
+        let Some(command) = command else {
+            let cfg = serve.expect("a serve command has its settings");
+            let code = cli_serve::run(cfg).await;
+            if let Some(e) = exporter {
+                // Its batch thread blocks while it sends the last spans.
+                let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
+            }
+            return code;
+        };
+        match command {
             Command::Exec(args) => cli_exec::run(args).await,
             Command::Run(args) => cli_run::run(args).await,
             Command::Languages(args) => cli_languages::run(args),
-            Command::Serve(args) => cli_serve::run(*args).await,
+            Command::Serve(_) => unreachable!("handled above"),
             Command::Sandbox(args) => cli_sandbox::run(args).await,
             Command::Call(args) => cli_call::call(args).await,
             Command::Codelet(args) => cli_call::codelet(args).await,

@@ -10,6 +10,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::stream::{self, Stream, StreamExt};
+use kiln_core::trace::TraceContext;
 use kiln_core::{AdmissionError, ControlError, JobId, JobRecord};
 use serde_json::{json, Value};
 
@@ -171,14 +172,32 @@ pub async fn languages(State(state): State<AppState>) -> Json<Vec<LanguageInfo>>
     Json(list)
 }
 
+/// The trace context of a request's `traceparent` header. One that is not valid is ignored, as
+/// W3C asks (the job then starts a trace of its own).
+fn trace_header(headers: &HeaderMap) -> Option<TraceContext> {
+    let mut values = headers.get_all("traceparent").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let state = headers.get("tracestate").and_then(|v| v.to_str().ok());
+    match TraceContext::parse(value.to_str().ok()?, state) {
+        Ok(cx) => Some(cx),
+        Err(reason) => {
+            tracing::debug!(reason, "ignoring an invalid traceparent header");
+            None
+        }
+    }
+}
+
 async fn admit(
     state: &AppState,
     caller: &Caller,
+    headers: &HeaderMap,
     mut body: ExecuteRequest,
     sync: bool,
 ) -> Result<JobId, ApiError> {
     super::blobs::resolve_refs(state, caller, &mut body.files, "files").await?;
-    let mut request = body.into_domain(sync)?;
+    let mut request = body.into_domain(sync, trace_header(headers))?;
     if sync {
         request.collect_output = true;
     }
@@ -193,9 +212,10 @@ async fn admit(
 pub async fn execute(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<ExecuteRequest>,
 ) -> Result<(StatusCode, Json<ExecuteResponse>), ApiError> {
-    let id = admit(&state, &caller, body, false).await?;
+    let id = admit(&state, &caller, &headers, body, false).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ExecuteResponse {
@@ -215,7 +235,7 @@ pub async fn run_sync(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
-    let id = admit(&state, &caller, body, true).await?;
+    let id = admit(&state, &caller, &headers, body, true).await?;
     state.service.wait_finished(&id).await;
     let record = state
         .service

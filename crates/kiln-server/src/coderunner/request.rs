@@ -3,6 +3,7 @@
 //! mean (a relative name, a known language, a limit in range) is the domain's admission to say.
 
 use base64::Engine as _;
+use kiln_core::trace::TraceContext;
 use kiln_core::{FileInput as DomainFile, JobRequest, LimitRequest, OutputEncoding};
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
@@ -129,6 +130,11 @@ pub struct ExecuteRequest {
     /// Kiln: `utf8` (the default: bytes that are not UTF-8 become U+FFFD) or `base64` (the exact
     /// bytes) for the output in results and events.
     pub output_encoding: Option<OutputEncodingName>,
+    /// The W3C trace context the job belongs to (the contract's JobSpec field; a `traceparent`
+    /// header does the same and wins).
+    pub traceparent: Option<String>,
+    /// W3C `tracestate`, with `traceparent`.
+    pub tracestate: Option<String>,
 }
 
 /// How output is given.
@@ -161,8 +167,21 @@ pub struct ChannelAuthRequest {
 }
 
 impl ExecuteRequest {
-    /// The domain's request: contents decoded, limits unwrapped.
-    pub fn into_domain(self, auto_start: bool) -> Result<JobRequest, ApiError> {
+    /// The domain's request: contents decoded, limits unwrapped; `trace` (from the request's
+    /// headers) over the body's own.
+    pub fn into_domain(
+        self,
+        auto_start: bool,
+        trace: Option<TraceContext>,
+    ) -> Result<JobRequest, ApiError> {
+        let trace = match (trace, &self.traceparent) {
+            (Some(t), _) => Some(t),
+            (None, Some(tp)) => Some(
+                TraceContext::parse(tp, self.tracestate.as_deref())
+                    .map_err(|m| ApiError::field("traceparent", m))?,
+            ),
+            (None, None) => None,
+        };
         let files = decode_files(self.files, "files")?;
         let l = self.limits.unwrap_or_default();
         let get = |p: Option<Positive>| p.map(|p| p.0);
@@ -194,6 +213,7 @@ impl ExecuteRequest {
                 Some(OutputEncodingName::Base64) => OutputEncoding::Base64,
                 _ => OutputEncoding::Utf8,
             },
+            trace,
         })
     }
 }

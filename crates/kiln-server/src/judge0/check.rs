@@ -364,6 +364,7 @@ pub fn check(
         limits,
         collect_output: true,
         capture_artifacts: false,
+        trace: None,
         stdin: Some(stdin.clone().unwrap_or_default()),
         args: settings
             .command_line_arguments

@@ -147,6 +147,7 @@ pub fn submission(
         limits,
         collect_output: !live,
         capture_artifacts: false,
+        trace: None,
         stdin,
         args: body.args.unwrap_or_default(),
         compile_options: Vec::new(),

@@ -111,8 +111,11 @@ pub(super) fn parse_id(id: &str) -> Result<SandboxId, ApiError> {
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    JsonBody(body): JsonBody<CreateSandbox>,
+    JsonBody(mut body): JsonBody<CreateSandbox>,
 ) -> Result<(StatusCode, Json<SandboxWire>), ApiError> {
+    if let Some(files) = body.files.as_mut() {
+        crate::coderunner::blobs::resolve_refs(&state, &caller, files, "files").await?;
+    }
     let request = body.into_domain()?;
     let info = state
         .sandboxes
