@@ -1,6 +1,8 @@
 //! Kiln's integration tests, in one binary to keep link time down: escape tests, verdicts,
 //! accounting and cleanup, all against real sandboxes.
 
+mod artifacts;
+mod blobs;
 mod cli;
 mod clients;
 mod codelets;
