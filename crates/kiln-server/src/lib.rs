@@ -26,6 +26,8 @@ pub mod state;
 #[cfg(test)]
 mod http_tests;
 #[cfg(test)]
+mod http_tests_blobs;
+#[cfg(test)]
 mod http_tests_functions;
 #[cfg(test)]
 mod http_tests_judge0;
