@@ -6,7 +6,9 @@
 //! queue, files with a memory window, SQLite, an in-process registry). It knows no wire shape:
 //! the code-runner contract, and later faces, project its types in `kiln-server`. It also owns
 //! long-lived sandboxes ([`sandbox::SandboxService`]: their caps, lifetimes, commands and
-//! reclaim), made by a [`sandbox::SandboxHost`].
+//! reclaim), made by a [`sandbox::SandboxHost`]. Content-addressed blobs ([`blobs::BlobService`])
+//! and jobs' artifacts live in an [`objects::ObjectStore`]; a job's W3C trace context
+//! ([`trace::TraceContext`]) rides with it to its span.
 
 pub mod admission;
 pub mod artifacts;
