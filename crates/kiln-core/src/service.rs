@@ -245,14 +245,27 @@ impl JobService {
                 .unwrap_or(16 << 20)
         });
         let bytes = run.saturating_add(compile);
-        let artifacts = spec.artifacts.map_or(0, |a| {
-            a.max_bytes
-                .saturating_add(a.max_files as u64 * EVENT_OVERHEAD)
-        });
-        bytes
-            .saturating_add((bytes / CHUNK_BYTES as u64 + 64) * EVENT_OVERHEAD)
-            .saturating_add(artifacts)
-            + 4096
+        bytes.saturating_add((bytes / CHUNK_BYTES as u64 + 64) * EVENT_OVERHEAD) + 4096
+    }
+
+    /// Takes `bytes` more of `owner`'s stored-output quotas for a live job (its artifacts, which
+    /// admission does not reserve: most runs write none); false if they would pass a quota.
+    fn reserve_more(&self, id: &JobId, owner: &str, bytes: u64) -> bool {
+        let mut q = self.quotas.lock().expect("quotas lock");
+        let stored = q.stored.get(owner).copied().unwrap_or(0);
+        if stored.saturating_add(bytes) > self.cfg.owner_storage_bytes
+            || q.stored_total.saturating_add(bytes) > self.cfg.storage_bytes
+        {
+            return false;
+        }
+        q.store(owner, bytes as i64);
+        *self
+            .reserved
+            .lock()
+            .expect("reserved lock")
+            .entry(id.clone())
+            .or_default() += bytes;
+        true
     }
 
     /// Admits a job for `owner`: checks it, reserves its share of the queue and of the output
@@ -727,8 +740,8 @@ impl JobService {
 
 impl JobService {
     /// Stores a run's captured files, announces each with an `Artifact` event and lists them in
-    /// `outcome`; returns the bytes they take. A file the store refuses is left out (and the
-    /// list marked truncated).
+    /// `outcome`; returns the bytes they take. A file that would pass the owner's stored-output
+    /// quota, or that the store refuses, is left out (and the list marked truncated).
     async fn keep_artifacts(
         &self,
         job: &LiveJob,
@@ -738,6 +751,11 @@ impl JobService {
         let mut stored = 0u64;
         outcome.artifacts_truncated = captured.truncated;
         for file in captured.files {
+            let size = file.content.len() as u64 + EVENT_OVERHEAD;
+            if !self.reserve_more(&job.id, &job.owner, size) {
+                outcome.artifacts_truncated = true;
+                continue;
+            }
             let info = ArtifactInfo {
                 index: outcome.artifacts.len() as u32,
                 mime_type: crate::artifacts::mime_type(&file.name, &file.content),

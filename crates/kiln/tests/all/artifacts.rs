@@ -401,3 +401,20 @@ fn a_jobs_traceparent_reaches_its_logs_and_the_otlp_exporter() {
         "no exported span of trace {trace}; bodies of {seen:?} bytes"
     );
 }
+
+#[test]
+fn artifacts_past_the_tokens_output_storage_are_left_out() {
+    require_isolation!();
+    let data = tempfile::tempdir().unwrap();
+    let conf = data.path().join("kiln.toml");
+    std::fs::write(&conf, "token_output_storage_bytes = 100000\n").unwrap();
+    let s = Server::start_in(data.path(), &["--config", conf.to_str().unwrap()]);
+    let program = "open('a.bin','wb').write(b'a'*150000)\nopen('b.txt','w').write('small')\n";
+    let (_, out) = collected(
+        &s,
+        json!({"language": "python", "limits": {"outputKb": 1},
+               "files": [{"name": "main.py", "content": program}]}),
+    );
+    assert_eq!(names(&out), ["b.txt"], "{out}");
+    assert_eq!(out["artifactsTruncated"], true);
+}
