@@ -1,5 +1,6 @@
 //! `kiln serve` against the real clients of the code-runner contract and of the Pusher protocol:
-//! the reference SDK `@teovilla/code-runner-sdk-node`, the contract's zod validators, pusher-js 8,
+//! the reference SDK `@teovilla/code-runner-sdk-node` (jobs, blobs, artifacts), its React hook
+//! `@teovilla/code-runner-react` in jsdom, the contract's zod validators, pusher-js 8,
 //! pysher and the Pusher server SDK for Python. Each test starts its own server and runs one
 //! script of `tests/clients/` (installed by `scripts/setup`), which exits non-zero on the first
 //! mismatch; its output is shown when it fails.
@@ -228,6 +229,42 @@ fn the_pusher_server_sdk_signs_and_triggers_like_kiln() {
             ("KILN_APP_KEY", "K"),
             ("KILN_APP_SECRET", "S"),
             ("KILN_APP_ID", "4242"),
+        ],
+    );
+}
+
+#[test]
+fn the_seed_sdk_uploads_blobs_and_fetches_artifacts() {
+    require_clients!(Runtime::Node);
+    let s = Server::start(&[
+        "--pusher-app-key",
+        "kiln-test-key",
+        "--token",
+        "other=test-token-b",
+    ]);
+    run_script(
+        Runtime::Node,
+        "sdk_blobs_artifacts.mjs",
+        &[
+            ("KILN_BASE", &s.base),
+            ("KILN_TOKEN", TOKEN),
+            ("KILN_APP_KEY", "kiln-test-key"),
+            ("KILN_TOKEN_B", "test-token-b"),
+        ],
+    );
+}
+
+#[test]
+fn the_react_hook_receives_artifact_events() {
+    require_clients!(Runtime::Node);
+    let s = Server::start(&["--pusher-app-key", "kiln-test-key"]);
+    run_script(
+        Runtime::Node,
+        "react_artifacts.mjs",
+        &[
+            ("KILN_BASE", &s.base),
+            ("KILN_TOKEN", TOKEN),
+            ("KILN_APP_KEY", "kiln-test-key"),
         ],
     );
 }
