@@ -3,6 +3,10 @@
 // writes plot.png and data/out.csv, starts the job once its channel is subscribed, and renders
 // the stdout, the result and one item per artifact the hook collected from the `artifact`
 // events. Each artifact must pass the contract's schema and its URL must give its bytes.
+//
+// jsdom only provides the DOM: under Node the hook's `import Pusher from "pusher-js"` resolves to
+// pusher-js's "main", its Node build, which brings its own WebSocket and XMLHttpRequest, so the
+// provider's authEndpoint POST (with authHeaders) to /v1/channel-auth needs no browser globals.
 
 import { JSDOM } from "jsdom";
 import { createHash } from "node:crypto";

@@ -244,4 +244,6 @@ run(async () => {
   await uploadMissingThenPresent();
   await artifactsByUrl();
   await otherTokensSeeNothing(ref);
-}, 150000);
+  // Under the 90 s that crates/kiln/tests/all/clients.rs gives a script, so a hang ends here,
+  // with a message.
+}, 85000);

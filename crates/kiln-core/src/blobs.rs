@@ -129,6 +129,50 @@ pub enum BlobError {
     /// The object store failed.
     #[error(transparent)]
     Store(#[from] ObjectError),
+    /// An upload's file could not be written.
+    #[error("blob upload: {step}: {source}")]
+    Io {
+        /// What was being done.
+        step: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An upload under way: its bytes go to a file of the store's staging directory as they come,
+/// hashed and counted, so that none is held in memory whole.
+#[derive(Debug)]
+pub struct BlobUpload {
+    hash: BlobHash,
+    file: tokio::fs::File,
+    path: tempfile::TempPath,
+    hasher: Sha256,
+    size: u64,
+    max: u64,
+}
+
+impl BlobUpload {
+    /// Adds `chunk` to the upload; past the largest blob it is refused.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), BlobError> {
+        use tokio::io::AsyncWriteExt as _;
+        let size = self.size + chunk.len() as u64;
+        if size > self.max {
+            return Err(BlobError::TooLarge {
+                bytes: size,
+                max: self.max,
+            });
+        }
+        self.size = size;
+        self.hasher.update(chunk);
+        self.file
+            .write_all(chunk)
+            .await
+            .map_err(|source| BlobError::Io {
+                step: "write an upload's file",
+                source,
+            })
+    }
 }
 
 #[derive(Debug)]
@@ -174,6 +218,7 @@ fn hold_key(owner: &str, hash: &BlobHash) -> String {
     format!("holds/{}/{}", owner_key(owner), hash.hex())
 }
 
+/// The hash of `bytes`, off the async threads.
 async fn hash_of(bytes: Bytes) -> BlobHash {
     tokio::task::spawn_blocking(move || BlobHash::of(&bytes))
         .await
@@ -261,6 +306,16 @@ impl BlobService {
         index.held.get(owner).copied().unwrap_or(0)
     }
 
+    /// The size of blob `hash`, if `owner` holds it (its clock is not restarted).
+    pub fn size_held(&self, owner: &str, hash: &BlobHash) -> Option<u64> {
+        let index = self.index.lock().expect("blob index lock");
+        index
+            .blobs
+            .get(hash)
+            .filter(|b| b.stored && b.holds.contains_key(owner))
+            .map(|b| b.bytes)
+    }
+
     /// Whether `owner` holds each of `hashes` (a held one's idle clock restarts).
     pub fn check(&self, owner: &str, hashes: &[BlobHash]) -> Vec<bool> {
         let mut index = self.index.lock().expect("blob index lock");
@@ -290,18 +345,46 @@ impl BlobService {
         }
     }
 
-    /// Stores `bytes` as blob `hash` held by `owner`: refused unless they hash to it, fit one
-    /// blob's limit and the quotas. Bytes another token already stored are not stored again,
-    /// but this token must still send them to hold them.
-    pub async fn upload(&self, owner: &str, hash: BlobHash, bytes: Bytes) -> Result<(), BlobError> {
-        let size = bytes.len() as u64;
-        if size > self.cfg.max_blob_bytes {
-            return Err(BlobError::TooLarge {
-                bytes: size,
-                max: self.cfg.max_blob_bytes,
-            });
-        }
-        let actual = hash_of(bytes.clone()).await;
+    /// Starts an upload of blob `hash`: its bytes go to a file as they come
+    /// ([`BlobUpload::write`]), then [`BlobService::finish`] checks and stores them.
+    pub fn begin(&self, hash: BlobHash) -> Result<BlobUpload, BlobError> {
+        let file =
+            tempfile::NamedTempFile::new_in(self.objects.staging_dir()).map_err(|source| {
+                BlobError::Io {
+                    step: "make an upload's file",
+                    source,
+                }
+            })?;
+        let (file, path) = file.into_parts();
+        Ok(BlobUpload {
+            hash,
+            file: tokio::fs::File::from_std(file),
+            path,
+            hasher: Sha256::new(),
+            size: 0,
+            max: self.cfg.max_blob_bytes,
+        })
+    }
+
+    /// Stores an upload's bytes as its blob held by `owner`: refused unless they hash to it and
+    /// fit the quotas (nothing is stored then). Bytes another token already stored are not
+    /// stored again, but this token must still send them to hold them.
+    pub async fn finish(&self, owner: &str, upload: BlobUpload) -> Result<(), BlobError> {
+        use tokio::io::AsyncWriteExt as _;
+        let BlobUpload {
+            hash,
+            mut file,
+            path,
+            hasher,
+            size,
+            ..
+        } = upload;
+        file.flush().await.map_err(|source| BlobError::Io {
+            step: "write an upload's file",
+            source,
+        })?;
+        drop(file);
+        let actual = BlobHash(hasher.finalize().into());
         if actual != hash {
             return Err(BlobError::Mismatch {
                 expected: hash,
@@ -350,7 +433,7 @@ impl BlobService {
         };
         let written = async {
             if must_store {
-                self.objects.put(&hash.key(), bytes).await?;
+                self.objects.put_file(&hash.key(), &path).await?;
             }
             self.objects
                 .put(&hold_key(owner, &hash), Bytes::new())
@@ -370,6 +453,13 @@ impl BlobService {
                 Err(e.into())
             }
         }
+    }
+
+    /// [`BlobService::begin`], one write of `bytes` and [`BlobService::finish`].
+    pub async fn upload(&self, owner: &str, hash: BlobHash, bytes: Bytes) -> Result<(), BlobError> {
+        let mut upload = self.begin(hash)?;
+        upload.write(&bytes).await?;
+        self.finish(owner, upload).await
     }
 
     /// The bytes of blob `hash`, which `owner` must hold, checked against their hash (its idle

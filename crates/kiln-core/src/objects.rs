@@ -33,6 +33,14 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Stores `bytes` under `key`, replacing what was there.
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError>;
 
+    /// Stores the file at `path` (made by this process, in [`ObjectStore::staging_dir`] when it
+    /// has one, and no longer written) under `key`; the file is gone afterwards.
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), ObjectError>;
+
+    /// Where files for [`ObjectStore::put_file`] are best made (on the store's own file system,
+    /// so that putting one is a rename).
+    fn staging_dir(&self) -> PathBuf;
+
     /// The object under `key`, if there is one.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError>;
 
@@ -155,6 +163,32 @@ impl ObjectStore for DiskObjects {
         let this = self.clone();
         let k = key.to_string();
         blocking(key, move || this.put_blocking(&k, &bytes)).await
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), ObjectError> {
+        let dest = self.path(key)?;
+        let from = path.to_path_buf();
+        let k = key.to_string();
+        blocking(key, move || {
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir).map_err(io("make the directory of", &k))?;
+            }
+            match std::fs::rename(&from, &dest) {
+                Ok(()) => Ok(()),
+                // Another file system: copy, then drop the original.
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                    std::fs::copy(&from, &dest).map_err(io("copy into place", &k))?;
+                    let _ = std::fs::remove_file(&from);
+                    Ok(())
+                }
+                Err(e) => Err(io("rename into place", &k)(e)),
+            }
+        })
+        .await
+    }
+
+    fn staging_dir(&self) -> PathBuf {
+        self.root.join(".tmp")
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError> {

@@ -4,15 +4,16 @@
 //! /v1/blobs/finalize`, and the resolution of `files[].ref` into the bytes a job gets.
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::{Extension, Json};
+use futures_util::StreamExt as _;
 use kiln_core::blobs::{BlobError, BlobHash};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::request::FileInput;
 use crate::auth::Caller;
-use crate::body::{read_body, JsonBody};
+use crate::body::JsonBody;
 use crate::error::{ApiError, Detail, ErrorBody};
 use crate::links::{now_secs, LinkError, Signed};
 use crate::state::AppState;
@@ -102,7 +103,7 @@ fn blob_error(e: BlobError) -> ApiError {
         BlobError::Missing(_) | BlobError::Damaged(_) => {
             ApiError::new(StatusCode::NOT_FOUND, message)
         }
-        BlobError::Store(e) => {
+        BlobError::Store(_) | BlobError::Io { .. } => {
             tracing::error!(error = %e, "blob store");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "The blob store failed")
         }
@@ -182,12 +183,32 @@ pub async fn upload(
         .links
         .check_upload(&hash, &signed, now_secs())
         .map_err(forbidden)?;
-    let max = usize::try_from(state.cfg.blobs.max_blob_bytes).unwrap_or(usize::MAX);
-    let bytes = read_body(req, max).await?;
-    let size = bytes.len() as u64;
+    let max = state.cfg.blobs.max_blob_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > max) {
+        // Refused before a byte is read (the connection closes: its body is not wanted).
+        return Err(blob_error(BlobError::TooLarge { bytes: n, max }).closing());
+    }
+    // The bytes go to a file as they come: however many upload at once, none is held whole.
+    let mut upload = state.blobs.begin(hash).map_err(blob_error)?;
+    let mut body = req.into_body().into_data_stream();
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("Unreadable body: {e}")))?;
+        size += chunk.len() as u64;
+        upload
+            .write(&chunk)
+            .await
+            .map_err(|e| blob_error(e).closing())?;
+    }
     state
         .blobs
-        .upload(&owner, hash, bytes)
+        .finish(&owner, upload)
         .await
         .map_err(blob_error)?;
     Ok(Json(BlobStored {
@@ -197,13 +218,30 @@ pub async fn upload(
 }
 
 /// Resolves the files given by `ref` to the bytes of the caller's blobs: a file must have
-/// `content` or `ref`, not both, and a `ref` must name a blob the caller holds.
+/// `content` or `ref`, not both, and a `ref` must name a blob the caller holds. Nothing is read
+/// for a request with more files than a job may have, or whose blobs together pass the files'
+/// byte limit (413): what admission would refuse costs no reads.
 pub async fn resolve_refs(
     state: &AppState,
     caller: &Caller,
     files: &mut [FileInput],
     field: &str,
 ) -> Result<(), ApiError> {
+    if files.len() > state.cfg.max_files {
+        return Ok(());
+    }
+    let max = state.cfg.max_files_bytes as u64;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| f.reference.as_deref().and_then(BlobHash::parse))
+        .filter_map(|h| state.blobs.size_held(&caller.0, &h))
+        .sum();
+    if total > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Files total at least {total} bytes, over the {max}-byte limit"),
+        ));
+    }
     let mut details = Vec::new();
     for (i, f) in files.iter_mut().enumerate() {
         let Some(reference) = &f.reference else {

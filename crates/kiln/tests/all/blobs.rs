@@ -342,3 +342,42 @@ fn an_unused_blob_expires_and_a_used_one_stays() {
     assert_eq!(c["present"], json!([]), "{c}");
     assert_eq!(stored_bytes(data.path()), 500);
 }
+
+#[test]
+fn a_blob_past_its_size_limit_and_refs_past_the_files_limit_are_413() {
+    require_isolation!();
+    let data = tempfile::tempdir().unwrap();
+    let conf = data.path().join("kiln.toml");
+    std::fs::write(
+        &conf,
+        "max_files_bytes = 3000\n[blobs]\nmax_blob_bytes = 2000\n",
+    )
+    .unwrap();
+    let s = start(data.path(), &["--config", conf.to_str().unwrap()]);
+    let over = bytes(2001, 12);
+    let r = put(&upload_url(&s, TOKEN, &hash_of(&over)), &over);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.json()["capBytes"], 2000, "{}", r.body);
+    // Neither the blob nor a staged file of it is left.
+    assert_eq!(stored_bytes(data.path()), 0);
+    let staged = std::fs::read_dir(data.path().join("objects/.tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(staged, 0);
+    // Two blobs that fit alone but not together in one job.
+    let (a, b) = (bytes(2000, 13), bytes(2000, 14));
+    for x in [&a, &b] {
+        assert_eq!(put(&upload_url(&s, TOKEN, &hash_of(x)), x).status, 200);
+    }
+    let r = api(
+        &s,
+        "POST",
+        "/v1/execute",
+        Some(json!({"language": "python", "files": [
+            {"name": "main.py", "content": "print(1)"},
+            {"name": "a", "ref": hash_of(&a)},
+            {"name": "b", "ref": hash_of(&b)},
+        ]})),
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
+}
