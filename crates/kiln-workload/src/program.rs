@@ -147,10 +147,11 @@ async fn run_in(
 ) -> Result<ProgramResult, ProgramError> {
     let files = std::mem::take(&mut program.files);
     let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
-    let mut baseline = {
+    let capture = program.capture.is_some();
+    let bytes: usize = files.iter().map(|f| f.content.len()).sum();
+    let write = {
         let sandbox = Arc::clone(sandbox);
-        let capture = program.capture.is_some();
-        blocking(move || {
+        move || {
             let mut baseline = (Baseline::new(), 0u64);
             for file in &files {
                 sandbox.write_file(&file.name, &file.content, 0o644)?;
@@ -162,8 +163,14 @@ async fn run_in(
                 }
             }
             Ok(baseline)
-        })
-        .await?
+        }
+    };
+    // A few small files are written at once (a hop to a blocking thread costs more than they
+    // do); large ones, or hashing them for a capture, go to a blocking thread.
+    let mut baseline = if capture || bytes > INLINE_WRITE_BYTES {
+        blocking(write).await?
+    } else {
+        write()?
     };
     let memory_mb = program.limits.memory_bytes.map(|b| b >> 20);
     let recipe =
@@ -266,6 +273,9 @@ async fn run_in(
         artifacts,
     })
 }
+
+/// The most bytes of files written on the calling thread.
+const INLINE_WRITE_BYTES: usize = 64 << 10;
 
 /// The working directory of a program, where its files are and its artifacts are taken from.
 const WORKDIR: &str = "/workspace";
