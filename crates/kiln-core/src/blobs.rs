@@ -10,6 +10,7 @@
 //! (`holds/<owner>/<hex>`), so a restarted service still has them (their idle clocks restart).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -150,6 +151,13 @@ pub struct BlobUpload {
     hasher: Sha256,
     size: u64,
     max: u64,
+    staging: Arc<AtomicU64>,
+}
+
+impl Drop for BlobUpload {
+    fn drop(&mut self) {
+        self.staging.fetch_sub(self.max, Ordering::SeqCst);
+    }
 }
 
 impl BlobUpload {
@@ -207,6 +215,20 @@ pub struct BlobService {
     cfg: BlobConfig,
     objects: Arc<dyn ObjectStore>,
     index: Mutex<Index>,
+    /// Held while blob files are put into place or deleted, so that a deletion never takes a
+    /// file that a new upload of the same bytes just put there.
+    files: tokio::sync::Mutex<()>,
+    /// Bytes of uploads under way (their declared lengths), counted against the total quota.
+    staging: Arc<AtomicU64>,
+}
+
+/// What [`BlobService::begin`] found.
+#[derive(Debug)]
+pub enum Begun {
+    /// The token holds the blob already (its idle clock restarted): nothing to send.
+    Held,
+    /// Send its bytes.
+    Upload(Box<BlobUpload>),
 }
 
 /// A token's name as a key segment.
@@ -282,6 +304,8 @@ impl BlobService {
             cfg,
             objects,
             index: Mutex::new(index),
+            files: tokio::sync::Mutex::new(()),
+            staging: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -345,58 +369,119 @@ impl BlobService {
         }
     }
 
-    /// Starts an upload of blob `hash`: its bytes go to a file as they come
-    /// ([`BlobUpload::write`]), then [`BlobService::finish`] checks and stores them.
-    pub fn begin(&self, hash: BlobHash) -> Result<BlobUpload, BlobError> {
-        let file =
-            tempfile::NamedTempFile::new_in(self.objects.staging_dir()).map_err(|source| {
-                BlobError::Io {
+    /// Starts an upload of blob `hash` by `owner` of `declared` bytes: nothing to do if the
+    /// token holds it; refused past one blob's limit or a quota (the bytes of uploads under way
+    /// count against the total, so staged files stay within it too). Its bytes then go to a file
+    /// as they come ([`BlobUpload::write`]), and [`BlobService::finish`] checks and stores them.
+    pub async fn begin(
+        &self,
+        owner: &str,
+        hash: BlobHash,
+        declared: u64,
+    ) -> Result<Begun, BlobError> {
+        if declared > self.cfg.max_blob_bytes {
+            return Err(BlobError::TooLarge {
+                bytes: declared,
+                max: self.cfg.max_blob_bytes,
+            });
+        }
+        {
+            let mut index = self.index.lock().expect("blob index lock");
+            if let Some(b) = index.blobs.get_mut(&hash).filter(|b| b.stored) {
+                if let Some(at) = b.holds.get_mut(owner) {
+                    *at = Instant::now();
+                    return Ok(Begun::Held);
+                }
+            }
+            let held = index.held.get(owner).copied().unwrap_or(0);
+            if held.saturating_add(declared) > self.cfg.owner_storage_bytes {
+                return Err(BlobError::OwnerQuota {
+                    owner: owner.to_string(),
+                    held,
+                    bytes: declared,
+                    cap: self.cfg.owner_storage_bytes,
+                });
+            }
+            // Whether another token stored these bytes does not change the answer: it would
+            // tell this token that someone holds them.
+            let used = index.total + self.staging.load(Ordering::SeqCst);
+            if used.saturating_add(declared) > self.cfg.storage_bytes {
+                return Err(BlobError::StorageFull {
+                    used,
+                    bytes: declared,
+                    cap: self.cfg.storage_bytes,
+                });
+            }
+            self.staging.fetch_add(declared, Ordering::SeqCst);
+        }
+        let staging = Arc::clone(&self.staging);
+        let dir = self.objects.staging_dir();
+        let made = tokio::task::spawn_blocking(move || tempfile::NamedTempFile::new_in(dir))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r);
+        let file = match made {
+            Ok(f) => f,
+            Err(source) => {
+                staging.fetch_sub(declared, Ordering::SeqCst);
+                return Err(BlobError::Io {
                     step: "make an upload's file",
                     source,
-                }
-            })?;
+                });
+            }
+        };
         let (file, path) = file.into_parts();
-        Ok(BlobUpload {
+        Ok(Begun::Upload(Box::new(BlobUpload {
             hash,
             file: tokio::fs::File::from_std(file),
             path,
             hasher: Sha256::new(),
             size: 0,
-            max: self.cfg.max_blob_bytes,
-        })
+            max: declared,
+            staging,
+        })))
     }
 
     /// Stores an upload's bytes as its blob held by `owner`: refused unless they hash to it and
     /// fit the quotas (nothing is stored then). Bytes another token already stored are not
-    /// stored again, but this token must still send them to hold them.
-    pub async fn finish(&self, owner: &str, upload: BlobUpload) -> Result<(), BlobError> {
+    /// stored again, but this token must still send them to hold them. Once the bytes are
+    /// checked, storing them runs to its end even if the caller goes away.
+    pub async fn finish(
+        self: &Arc<Self>,
+        owner: &str,
+        mut upload: Box<BlobUpload>,
+    ) -> Result<(), BlobError> {
         use tokio::io::AsyncWriteExt as _;
-        let BlobUpload {
-            hash,
-            mut file,
-            path,
-            hasher,
-            size,
-            ..
-        } = upload;
-        file.flush().await.map_err(|source| BlobError::Io {
+        upload.file.flush().await.map_err(|source| BlobError::Io {
             step: "write an upload's file",
             source,
         })?;
-        drop(file);
-        let actual = BlobHash(hasher.finalize().into());
-        if actual != hash {
+        let actual = BlobHash(upload.hasher.clone().finalize().into());
+        if actual != upload.hash {
             return Err(BlobError::Mismatch {
-                expected: hash,
+                expected: upload.hash,
                 actual,
             });
         }
+        let this = Arc::clone(self);
+        let owner = owner.to_string();
+        tokio::spawn(async move { this.commit(&owner, upload).await })
+            .await
+            .map_err(|e| BlobError::Io {
+                step: "store an upload",
+                source: std::io::Error::other(e.to_string()),
+            })?
+    }
+
+    async fn commit(&self, owner: &str, upload: Box<BlobUpload>) -> Result<(), BlobError> {
+        let (hash, size) = (upload.hash, upload.size);
+        let _files = self.files.lock().await;
         // Reserve first, so that two uploads at once cannot both pass a quota.
         let must_store = {
             let mut index = self.index.lock().expect("blob index lock");
             let index = &mut *index;
             let now = Instant::now();
-            if let Some(b) = index.blobs.get_mut(&hash) {
+            if let Some(b) = index.blobs.get_mut(&hash).filter(|b| b.stored) {
                 if let Some(at) = b.holds.get_mut(owner) {
                     *at = now;
                     return Ok(());
@@ -412,17 +497,16 @@ impl BlobService {
                 });
             }
             let exists = index.blobs.contains_key(&hash);
-            if !exists && index.total.saturating_add(size) > self.cfg.storage_bytes {
-                return Err(BlobError::StorageFull {
-                    used: index.total,
-                    bytes: size,
-                    cap: self.cfg.storage_bytes,
-                });
-            }
             if !exists {
                 index.total += size;
             }
-            *index.held.entry(owner.to_string()).or_default() += size;
+            if !index
+                .blobs
+                .get(&hash)
+                .is_some_and(|b| b.holds.contains_key(owner))
+            {
+                *index.held.entry(owner.to_string()).or_default() += size;
+            }
             let blob = index.blobs.entry(hash).or_insert_with(|| Blob {
                 bytes: size,
                 stored: false,
@@ -433,13 +517,14 @@ impl BlobService {
         };
         let written = async {
             if must_store {
-                self.objects.put_file(&hash.key(), &path).await?;
+                self.objects.put_file(&hash.key(), &upload.path).await?;
             }
             self.objects
                 .put(&hold_key(owner, &hash), Bytes::new())
                 .await
         }
         .await;
+        drop(upload);
         match written {
             Ok(()) => {
                 let mut index = self.index.lock().expect("blob index lock");
@@ -449,17 +534,27 @@ impl BlobService {
                 Ok(())
             }
             Err(e) => {
-                self.drop_holds(&[(hash, owner.to_string())]).await;
+                self.drop_holds_locked(&[(hash, owner.to_string())], None)
+                    .await;
                 Err(e.into())
             }
         }
     }
 
     /// [`BlobService::begin`], one write of `bytes` and [`BlobService::finish`].
-    pub async fn upload(&self, owner: &str, hash: BlobHash, bytes: Bytes) -> Result<(), BlobError> {
-        let mut upload = self.begin(hash)?;
-        upload.write(&bytes).await?;
-        self.finish(owner, upload).await
+    pub async fn upload(
+        self: &Arc<Self>,
+        owner: &str,
+        hash: BlobHash,
+        bytes: Bytes,
+    ) -> Result<(), BlobError> {
+        match self.begin(owner, hash, bytes.len() as u64).await? {
+            Begun::Held => Ok(()),
+            Begun::Upload(mut upload) => {
+                upload.write(&bytes).await?;
+                self.finish(owner, upload).await
+            }
+        }
     }
 
     /// The bytes of blob `hash`, which `owner` must hold, checked against their hash (its idle
@@ -468,12 +563,12 @@ impl BlobService {
         if self.check(owner, &[hash]) != [true] {
             return Err(BlobError::Missing(hash));
         }
-        let bytes = self
-            .objects
-            .get(&hash.key())
-            .await?
-            .ok_or(BlobError::Damaged(hash))?;
-        if hash_of(bytes.clone()).await != hash {
+        let bytes = self.objects.get(&hash.key()).await?;
+        let intact = match &bytes {
+            Some(b) => hash_of(b.clone()).await == hash,
+            None => false,
+        };
+        if !intact {
             let holders: Vec<(BlobHash, String)> = {
                 let index = self.index.lock().expect("blob index lock");
                 index
@@ -482,11 +577,11 @@ impl BlobService {
                     .map(|b| b.holds.keys().map(|o| (hash, o.clone())).collect())
                     .unwrap_or_default()
             };
-            tracing::error!(blob = %hash, "a stored blob does not match its hash; dropped");
-            self.drop_holds(&holders).await;
+            tracing::error!(blob = %hash, "a stored blob is gone or does not match its hash; dropped");
+            self.drop_holds(&holders, None).await;
             return Err(BlobError::Damaged(hash));
         }
-        Ok(bytes)
+        Ok(bytes.unwrap_or_default())
     }
 
     /// Drops the holds unused for longer than the TTL (and the blobs no one holds any more);
@@ -507,12 +602,21 @@ impl BlobService {
                 })
                 .collect()
         };
-        self.drop_holds(&expired).await;
+        let cutoff = now.checked_sub(self.cfg.ttl).unwrap_or(now);
+        self.drop_holds(&expired, Some(cutoff)).await;
         expired.len()
     }
 
-    async fn drop_holds(&self, holds: &[(BlobHash, String)]) {
+    /// Drops `holds` (for the reaper, only those still unused since `idle_since`), and the
+    /// blobs no one holds any more.
+    async fn drop_holds(&self, holds: &[(BlobHash, String)], idle_since: Option<Instant>) {
+        let _files = self.files.lock().await;
+        self.drop_holds_locked(holds, idle_since).await;
+    }
+
+    async fn drop_holds_locked(&self, holds: &[(BlobHash, String)], idle_since: Option<Instant>) {
         let mut gone = Vec::new();
+        let mut dropped = Vec::new();
         {
             let mut index = self.index.lock().expect("blob index lock");
             let index = &mut *index;
@@ -520,7 +624,16 @@ impl BlobService {
                 let Some(blob) = index.blobs.get_mut(hash) else {
                     continue;
                 };
+                let used_since = blob
+                    .holds
+                    .get(owner)
+                    .zip(idle_since)
+                    .is_some_and(|(at, since)| *at > since);
+                if used_since {
+                    continue;
+                }
                 if blob.holds.remove(owner).is_some() {
+                    dropped.push((*hash, owner.clone()));
                     if let Some(n) = index.held.get_mut(owner) {
                         *n = n.saturating_sub(blob.bytes);
                         if *n == 0 {
@@ -535,7 +648,7 @@ impl BlobService {
                 }
             }
         }
-        for (hash, owner) in holds {
+        for (hash, owner) in &dropped {
             if let Err(e) = self.objects.remove(&hold_key(owner, hash)).await {
                 tracing::warn!(error = %e, "deleting a blob's hold");
             }
@@ -553,9 +666,9 @@ mod tests {
     use super::*;
     use crate::objects::DiskObjects;
 
-    async fn service(dir: &std::path::Path, cfg: BlobConfig) -> BlobService {
+    async fn service(dir: &std::path::Path, cfg: BlobConfig) -> Arc<BlobService> {
         let objects = Arc::new(DiskObjects::open(dir).unwrap());
-        BlobService::open(cfg, objects).await.unwrap()
+        Arc::new(BlobService::open(cfg, objects).await.unwrap())
     }
 
     #[test]
@@ -613,8 +726,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = BlobConfig {
             ttl: Duration::from_millis(50),
-            max_blob_bytes: 100,
-            storage_bytes: 150,
+            max_blob_bytes: 150,
+            storage_bytes: 200,
             owner_storage_bytes: 120,
         };
         let blobs = service(dir.path(), cfg).await;
@@ -625,7 +738,7 @@ mod tests {
             async move { blobs.upload(owner, h, b).await }
         };
         assert!(matches!(
-            up("a", blob(101, 1)).await,
+            up("a", blob(151, 1)).await,
             Err(BlobError::TooLarge { .. })
         ));
         up("a", blob(100, 1)).await.unwrap();
@@ -634,10 +747,11 @@ mod tests {
             Err(BlobError::OwnerQuota { .. })
         ));
         assert!(matches!(
-            up("b", blob(60, 3)).await,
+            up("b", blob(110, 3)).await,
             Err(BlobError::StorageFull { .. })
         ));
-        // Equal bytes take no more room, only the token's quota.
+        // Equal bytes take no more room, only the token's quota (the total is checked all the
+        // same: its answer must not say whether another token holds them).
         up("b", blob(100, 1)).await.unwrap();
         assert_eq!(blobs.stats().bytes, 100);
         tokio::time::sleep(Duration::from_millis(80)).await;

@@ -748,32 +748,39 @@ impl JobService {
         captured: Captured,
         outcome: &mut JobOutcome,
     ) -> u64 {
-        let mut stored = 0u64;
         outcome.artifacts_truncated = captured.truncated;
+        let mut kept = Vec::new();
         for file in captured.files {
-            let size = file.content.len() as u64 + EVENT_OVERHEAD;
-            if !self.reserve_more(&job.id, &job.owner, size) {
+            if !self.reserve_more(
+                &job.id,
+                &job.owner,
+                file.content.len() as u64 + EVENT_OVERHEAD,
+            ) {
                 outcome.artifacts_truncated = true;
                 continue;
             }
             let info = ArtifactInfo {
-                index: outcome.artifacts.len() as u32,
+                index: kept.len() as u32,
                 mime_type: crate::artifacts::mime_type(&file.name, &file.content),
                 bytes: file.content.len() as u64,
                 name: file.name,
             };
-            if let Err(e) = self
-                .objects
-                .put(&info.key(&job.id), bytes::Bytes::from(file.content))
-                .await
-            {
+            kept.push((info, bytes::Bytes::from(file.content)));
+        }
+        // Stored side by side; announced in their order once stored.
+        let stores = kept
+            .iter()
+            .map(|(info, bytes)| self.objects.put_owned(info.key(&job.id), bytes.clone()));
+        let results = futures_util::future::join_all(stores).await;
+        let mut stored = 0u64;
+        for ((info, _), result) in kept.into_iter().zip(results) {
+            if let Err(e) = result {
                 tracing::error!(job = %job.id, error = %e, "storing an artifact");
                 outcome.artifacts_truncated = true;
                 continue;
             }
-            stored += info.bytes;
+            stored += info.bytes + EVENT_OVERHEAD;
             let _ = self.log.append(&job.id, JobEvent::Artifact(info.clone()));
-            stored += EVENT_OVERHEAD;
             outcome.artifacts.push(info);
         }
         stored

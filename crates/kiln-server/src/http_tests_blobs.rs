@@ -19,6 +19,7 @@ fn put(uri: &str, body: &'static [u8]) -> Request<Body> {
     Request::builder()
         .method("PUT")
         .uri(uri)
+        .header(header::CONTENT_LENGTH, body.len())
         .body(Body::from(body))
         .unwrap()
 }

@@ -114,7 +114,7 @@ fn set_parent(span: &tracing::Span, cx: &kiln_core::trace::TraceContext) {
     ) else {
         return;
     };
-    let sampled = cx.traceparent().ends_with("1");
+    let sampled = u8::from_str_radix(&cx.traceparent()[53..55], 16).is_ok_and(|f| f & 1 == 1);
     let state = cx
         .tracestate()
         .and_then(|s| s.parse::<TraceState>().ok())

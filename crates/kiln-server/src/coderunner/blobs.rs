@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use futures_util::StreamExt as _;
-use kiln_core::blobs::{BlobError, BlobHash};
+use kiln_core::blobs::{Begun, BlobError, BlobHash};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -170,7 +170,8 @@ pub async fn finalize(
     responses((status = 200, body = BlobStored),
         (status = 400, body = ErrorBody, description = "The bytes are not the hash's; nothing is stored"),
         (status = 403, body = ErrorBody, description = "The URL was altered or expired"),
-        (status = 413, body = ErrorBody), (status = 507, body = ErrorBody, description = "A blob quota is reached")))]
+        (status = 411, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 507, body = ErrorBody, description = "A blob quota is reached")))]
 pub async fn upload(
     State(state): State<AppState>,
     Path(hash): Path<String>,
@@ -183,18 +184,31 @@ pub async fn upload(
         .links
         .check_upload(&hash, &signed, now_secs())
         .map_err(forbidden)?;
-    let max = state.cfg.blobs.max_blob_bytes;
-    let declared = req
+    let Some(declared) = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared.filter(|n| *n > max) {
-        // Refused before a byte is read (the connection closes: its body is not wanted).
-        return Err(blob_error(BlobError::TooLarge { bytes: n, max }).closing());
-    }
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return Err(ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "A blob upload needs its Content-Length",
+        )
+        .closing());
+    };
+    // Refused before a byte is read (the connection closes: its body is not wanted), and
+    // answered at once for a blob the token holds.
+    let mut upload = match state.blobs.begin(&owner, hash, declared).await {
+        Ok(Begun::Held) => {
+            return Ok(Json(BlobStored {
+                hash: hash.to_string(),
+                bytes: declared,
+            }))
+        }
+        Ok(Begun::Upload(u)) => u,
+        Err(e) => return Err(blob_error(e).closing()),
+    };
     // The bytes go to a file as they come: however many upload at once, none is held whole.
-    let mut upload = state.blobs.begin(hash).map_err(blob_error)?;
     let mut body = req.into_body().into_data_stream();
     let mut size = 0u64;
     while let Some(chunk) = body.next().await {

@@ -140,7 +140,11 @@ fn upload_urls_hold_only_as_signed_and_wrong_bytes_store_nothing() {
         ),
         url.replace(
             &signature,
-            &format!("{}0", &signature[..signature.len() - 1]),
+            &format!(
+                "{}{}",
+                &signature[..signature.len() - 1],
+                if signature.ends_with('0') { '1' } else { '0' }
+            ),
         ),
         path.to_string(),
         format!("{path}?owner={}&expires={expires}", param("owner")),
