@@ -10,14 +10,13 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use kiln_engine::{SandboxShape, Status, StdinSource};
 use kiln_lang::Catalog;
-use kiln_workload::workspace::Captured;
 use kiln_workload::{Program, ProgramResult};
 
 use crate::admission::{admit, AdmissionError, AdmissionRules, JobRequest};
 use crate::control::{LiveJob, LiveJobs, StdinCaps, StdinRefusal};
 use crate::event::{EventRecord, JobEvent, Stage};
 use crate::executor::Executor;
-use crate::job::{artifacts_prefix, ArtifactInfo};
+use crate::job::artifacts_prefix;
 use crate::job::{
     expiry, now_ms, CompileOutput, JobId, JobOutcome, JobRecord, JobState, StageFacts, Verdict,
 };
@@ -27,6 +26,8 @@ use crate::objects::ObjectStore;
 use crate::queue::JobQueue;
 use crate::sink::{JobSink, CHUNK_BYTES, EVENT_OVERHEAD};
 use crate::store::JobStore;
+
+mod artifacts;
 
 /// Events a reader takes from the log at once (up to 256 KiB of output).
 const READ_BATCH: usize = 32;
@@ -246,26 +247,6 @@ impl JobService {
         });
         let bytes = run.saturating_add(compile);
         bytes.saturating_add((bytes / CHUNK_BYTES as u64 + 64) * EVENT_OVERHEAD) + 4096
-    }
-
-    /// Takes `bytes` more of `owner`'s stored-output quotas for a live job (its artifacts, which
-    /// admission does not reserve: most runs write none); false if they would pass a quota.
-    fn reserve_more(&self, id: &JobId, owner: &str, bytes: u64) -> bool {
-        let mut q = self.quotas.lock().expect("quotas lock");
-        let stored = q.stored.get(owner).copied().unwrap_or(0);
-        if stored.saturating_add(bytes) > self.cfg.owner_storage_bytes
-            || q.stored_total.saturating_add(bytes) > self.cfg.storage_bytes
-        {
-            return false;
-        }
-        q.store(owner, bytes as i64);
-        *self
-            .reserved
-            .lock()
-            .expect("reserved lock")
-            .entry(id.clone())
-            .or_default() += bytes;
-        true
     }
 
     /// Admits a job for `owner`: checks it, reserves its share of the queue and of the output
@@ -735,77 +716,6 @@ impl JobService {
             "job finished"
         );
         self.end(job, outcome, log_bytes, Some(started));
-    }
-}
-
-impl JobService {
-    /// Stores a run's captured files, announces each with an `Artifact` event and lists them in
-    /// `outcome`; returns the bytes they take. A file that would pass the owner's stored-output
-    /// quota, or that the store refuses, is left out (and the list marked truncated).
-    async fn keep_artifacts(
-        &self,
-        job: &LiveJob,
-        captured: Captured,
-        outcome: &mut JobOutcome,
-    ) -> u64 {
-        outcome.artifacts_truncated = captured.truncated;
-        let mut kept = Vec::new();
-        for file in captured.files {
-            if !self.reserve_more(
-                &job.id,
-                &job.owner,
-                file.content.len() as u64 + EVENT_OVERHEAD,
-            ) {
-                outcome.artifacts_truncated = true;
-                continue;
-            }
-            let info = ArtifactInfo {
-                index: kept.len() as u32,
-                mime_type: crate::artifacts::mime_type(&file.name, &file.content),
-                bytes: file.content.len() as u64,
-                name: file.name,
-            };
-            kept.push((info, bytes::Bytes::from(file.content)));
-        }
-        // Stored side by side; announced in their order once stored.
-        let stores = kept
-            .iter()
-            .map(|(info, bytes)| self.objects.put_owned(info.key(&job.id), bytes.clone()));
-        let results = futures_util::future::join_all(stores).await;
-        let mut stored = 0u64;
-        for ((info, _), result) in kept.into_iter().zip(results) {
-            if let Err(e) = result {
-                tracing::error!(job = %job.id, error = %e, "storing an artifact");
-                outcome.artifacts_truncated = true;
-                continue;
-            }
-            stored += info.bytes + EVENT_OVERHEAD;
-            let _ = self.log.append(&job.id, JobEvent::Artifact(info.clone()));
-            outcome.artifacts.push(info);
-        }
-        stored
-    }
-
-    /// The bytes of artifact `index` of job `id`, if its record (which `owner` need not own: a
-    /// signed URL is the caller's right to it) lists it.
-    pub async fn artifact(&self, id: &JobId, index: u32) -> Option<(ArtifactInfo, bytes::Bytes)> {
-        let record = match self.live.get(id) {
-            Some(job) => Some(self.snapshot(&job)),
-            None => self.store.get(id, now_ms()).await.ok().flatten(),
-        }?;
-        let info = record
-            .outcome?
-            .artifacts
-            .into_iter()
-            .find(|a| a.index == index)?;
-        match self.objects.get(&info.key(id)).await {
-            Ok(Some(bytes)) => Some((info, bytes)),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(job = %id, error = %e, "reading an artifact");
-                None
-            }
-        }
     }
 }
 
