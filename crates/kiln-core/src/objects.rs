@@ -27,6 +27,12 @@ pub enum ObjectError {
     },
 }
 
+/// An object's bytes, in chunks.
+pub type ObjectStream = futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>;
+
+/// The size of the chunks an opened object is read in.
+const CHUNK: usize = 64 << 10;
+
 /// Where objects live.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
@@ -48,6 +54,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// The object under `key`, if there is one.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError>;
+
+    /// The object under `key` as a stream of chunks, with its size, if there is one: for
+    /// readers that pass it on without holding it whole.
+    async fn open(&self, key: &str) -> Result<Option<(u64, ObjectStream)>, ObjectError>;
 
     /// Deletes the object under `key` (nothing if there is none).
     async fn remove(&self, key: &str) -> Result<(), ObjectError>;
@@ -207,6 +217,31 @@ impl ObjectStore for DiskObjects {
         .await
     }
 
+    async fn open(&self, key: &str) -> Result<Option<(u64, ObjectStream)>, ObjectError> {
+        use futures_util::StreamExt as _;
+        use tokio::io::AsyncReadExt as _;
+        let path = self.path(key)?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("open", key)(e)),
+        };
+        let size = file.metadata().await.map_err(io("open", key))?.len();
+        let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+            let mut file = file?;
+            let mut buf = vec![0u8; CHUNK];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(Bytes::from(buf)), Some(file)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        Ok(Some((size, chunks.boxed())))
+    }
+
     async fn remove(&self, key: &str) -> Result<(), ObjectError> {
         let path = self.path(key)?;
         let k = key.to_string();
@@ -248,6 +283,20 @@ mod tests {
             .unwrap();
         store.put("a/two", Bytes::from_static(b"22")).await.unwrap();
         assert_eq!(store.get("a/b/one").await.unwrap().unwrap(), &b"1"[..]);
+        // Opened, a large object comes in chunks that add up to it.
+        let big = Bytes::from(vec![7u8; 3 * CHUNK + 5]);
+        store.put("big", big.clone()).await.unwrap();
+        let (size, chunks) = store.open("big").await.unwrap().unwrap();
+        assert_eq!(size, big.len() as u64);
+        let parts: Vec<Bytes> = futures_util::StreamExt::collect::<Vec<_>>(chunks)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts.concat(), big);
+        store.remove("big").await.unwrap();
+        assert!(store.open("big").await.unwrap().is_none());
         assert_eq!(
             store.list("a").await.unwrap(),
             vec![("a/b/one".to_string(), 1), ("a/two".to_string(), 2)]

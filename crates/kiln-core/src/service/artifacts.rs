@@ -78,7 +78,11 @@ impl JobService {
 
     /// The bytes of artifact `index` of job `id`, if its record (which `owner` need not own: a
     /// signed URL is the caller's right to it) lists it.
-    pub async fn artifact(&self, id: &JobId, index: u32) -> Option<(ArtifactInfo, bytes::Bytes)> {
+    pub async fn artifact(
+        &self,
+        id: &JobId,
+        index: u32,
+    ) -> Option<(ArtifactInfo, u64, crate::objects::ObjectStream)> {
         let record = match self.live.get(id) {
             Some(job) => Some(self.snapshot(&job)),
             None => self.store.get(id, now_ms()).await.ok().flatten(),
@@ -88,8 +92,9 @@ impl JobService {
             .artifacts
             .into_iter()
             .find(|a| a.index == index)?;
-        match self.objects.get(&info.key(id)).await {
-            Ok(Some(bytes)) => Some((info, bytes)),
+        // Streamed from the store: a reader holds a chunk of it, never the whole file.
+        match self.objects.open(&info.key(id)).await {
+            Ok(Some((size, chunks))) => Some((info, size, chunks)),
             Ok(None) => None,
             Err(e) => {
                 tracing::error!(job = %id, error = %e, "reading an artifact");

@@ -34,7 +34,7 @@ pub async fn artifact(
             "Artifact not found (its job's result expired)",
         )
     };
-    let (info, bytes) = state
+    let (info, size, chunks) = state
         .service
         .artifact(&JobId(job), index)
         .await
@@ -77,6 +77,7 @@ pub async fn artifact(
             header::CACHE_CONTROL,
             HeaderValue::from_static("private, max-age=300"),
         ),
+        (header::CONTENT_LENGTH, HeaderValue::from(size)),
     ];
-    Ok((headers, bytes).into_response())
+    Ok((headers, axum::body::Body::from_stream(chunks)).into_response())
 }
