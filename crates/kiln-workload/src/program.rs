@@ -167,6 +167,7 @@ async fn run_in(
     };
     // A few small files are written at once (a hop to a blocking thread costs more than they
     // do); large ones, or hashing them for a capture, go to a blocking thread.
+    let mut unknown_baseline = false;
     let mut baseline = if capture || bytes > INLINE_WRITE_BYTES {
         blocking(write).await?
     } else {
@@ -229,11 +230,19 @@ async fn run_in(
         if program.capture.is_some() {
             // What the compiler made is no more the run's output than the sources are.
             let sandbox = Arc::clone(sandbox);
-            baseline = blocking(move || {
+            match blocking(move || {
                 workspace::snapshot(&sandbox, WORKDIR)
                     .map_err(tree_err("read back the compiler's files"))
             })
-            .await?;
+            .await
+            {
+                Ok(b) => baseline = b,
+                // The run goes on; what it leaves is then not told from the compiler's.
+                Err(e) => {
+                    tracing::warn!(error = %e, "no baseline after the compile stage");
+                    unknown_baseline = true;
+                }
+            }
         }
     }
     sink.stage(Phase::Running);
@@ -256,13 +265,25 @@ async fn run_in(
             sandbox.kill_processes().await?;
             let sandbox = Arc::clone(sandbox);
             let (before, before_bytes) = baseline;
-            Some(
+            let left_out = Captured {
+                files: Vec::new(),
+                truncated: true,
+            };
+            let captured = if unknown_baseline {
+                Ok(left_out.clone())
+            } else {
                 blocking(move || {
                     workspace::capture(&sandbox, WORKDIR, &before, before_bytes, limits)
                         .map_err(tree_err("read back the run's files"))
                 })
-                .await?,
-            )
+                .await
+            };
+            // A run's verdict stands whatever happens to its files: they are then said to be
+            // left out.
+            Some(captured.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "capturing a run's files");
+                left_out
+            }))
         }
         None => None,
     };
