@@ -200,6 +200,38 @@ struct Index {
     total: u64,
 }
 
+impl Index {
+    /// Whether `owner` holds stored blob `hash` (its idle clock then restarts); if not, whether
+    /// `bytes` more fit its quota (the error if they do not).
+    fn held_or_room(
+        &mut self,
+        cfg: &BlobConfig,
+        owner: &str,
+        hash: &BlobHash,
+        bytes: u64,
+    ) -> Result<bool, BlobError> {
+        if let Some(at) = self
+            .blobs
+            .get_mut(hash)
+            .filter(|b| b.stored)
+            .and_then(|b| b.holds.get_mut(owner))
+        {
+            *at = Instant::now();
+            return Ok(true);
+        }
+        let held = self.held.get(owner).copied().unwrap_or(0);
+        if held.saturating_add(bytes) > cfg.owner_storage_bytes {
+            return Err(BlobError::OwnerQuota {
+                owner: owner.to_string(),
+                held,
+                bytes,
+                cap: cfg.owner_storage_bytes,
+            });
+        }
+        Ok(false)
+    }
+}
+
 /// What the store holds, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BlobStats {
@@ -387,20 +419,8 @@ impl BlobService {
         }
         {
             let mut index = self.index.lock().expect("blob index lock");
-            if let Some(b) = index.blobs.get_mut(&hash).filter(|b| b.stored) {
-                if let Some(at) = b.holds.get_mut(owner) {
-                    *at = Instant::now();
-                    return Ok(Begun::Held);
-                }
-            }
-            let held = index.held.get(owner).copied().unwrap_or(0);
-            if held.saturating_add(declared) > self.cfg.owner_storage_bytes {
-                return Err(BlobError::OwnerQuota {
-                    owner: owner.to_string(),
-                    held,
-                    bytes: declared,
-                    cap: self.cfg.owner_storage_bytes,
-                });
+            if index.held_or_room(&self.cfg, owner, &hash, declared)? {
+                return Ok(Begun::Held);
             }
             // Whether another token stored these bytes does not change the answer: it would
             // tell this token that someone holds them.
@@ -481,20 +501,8 @@ impl BlobService {
             let mut index = self.index.lock().expect("blob index lock");
             let index = &mut *index;
             let now = Instant::now();
-            if let Some(b) = index.blobs.get_mut(&hash).filter(|b| b.stored) {
-                if let Some(at) = b.holds.get_mut(owner) {
-                    *at = now;
-                    return Ok(());
-                }
-            }
-            let held = index.held.get(owner).copied().unwrap_or(0);
-            if held.saturating_add(size) > self.cfg.owner_storage_bytes {
-                return Err(BlobError::OwnerQuota {
-                    owner: owner.to_string(),
-                    held,
-                    bytes: size,
-                    cap: self.cfg.owner_storage_bytes,
-                });
+            if index.held_or_room(&self.cfg, owner, &hash, size)? {
+                return Ok(());
             }
             let exists = index.blobs.contains_key(&hash);
             if !exists {

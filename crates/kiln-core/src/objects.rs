@@ -36,11 +36,6 @@ const CHUNK: usize = 64 << 10;
 /// Where objects live.
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
-    /// [`ObjectStore::put`] with the key owned, for puts made side by side.
-    async fn put_owned(&self, key: String, bytes: Bytes) -> Result<(), ObjectError> {
-        self.put(&key, bytes).await
-    }
-
     /// Stores `bytes` under `key`, replacing what was there.
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError>;
 

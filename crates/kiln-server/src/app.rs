@@ -25,9 +25,27 @@ async fn wrong_method(method: Method, uri: Uri) -> ApiError {
     )
 }
 
+/// The trace context of a request's `traceparent` header. One that is not valid is ignored, as
+/// W3C asks (the job then starts a trace of its own).
+fn trace_of(headers: &axum::http::HeaderMap) -> Option<kiln_core::trace::TraceContext> {
+    let mut values = headers.get_all("traceparent").iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let state = headers.get("tracestate").and_then(|v| v.to_str().ok());
+    match kiln_core::trace::TraceContext::parse(value.to_str().ok()?, state) {
+        Ok(cx) => Some(cx),
+        Err(reason) => {
+            tracing::debug!(reason, "ignoring an invalid traceparent header");
+            None
+        }
+    }
+}
+
 /// Runs a request in a span of its own: method, path and status, and the client's trace (a
-/// valid `traceparent` header) as its parent when an exporter registered how.
-async fn request_span(req: axum::extract::Request, next: middleware::Next) -> Response {
+/// valid `traceparent` header) as its parent when an exporter registered how. The trace is left
+/// in the request's extensions for the handlers that carry it on (execute).
+async fn request_span(mut req: axum::extract::Request, next: middleware::Next) -> Response {
     use tracing::Instrument as _;
     let span = tracing::info_span!(
         "http.request",
@@ -36,19 +54,9 @@ async fn request_span(req: axum::extract::Request, next: middleware::Next) -> Re
         url.path = %req.uri().path(),
         http.response.status_code = tracing::field::Empty,
     );
-    if let Some(cx) = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|tp| {
-            let state = req
-                .headers()
-                .get("tracestate")
-                .and_then(|v| v.to_str().ok());
-            kiln_core::trace::TraceContext::parse(tp, state).ok()
-        })
-    {
+    if let Some(cx) = trace_of(req.headers()) {
         kiln_core::trace::attach(&span, &cx);
+        req.extensions_mut().insert(cx);
     }
     let response = next.run(req).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());

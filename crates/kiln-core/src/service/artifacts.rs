@@ -58,9 +58,10 @@ impl JobService {
             kept.push((info, bytes::Bytes::from(file.content)));
         }
         // Stored side by side; announced in their order once stored.
-        let stores = kept
-            .iter()
-            .map(|(info, bytes)| self.objects.put_owned(info.key(&job.id), bytes.clone()));
+        let stores = kept.iter().map(|(info, bytes)| {
+            let key = info.key(&job.id);
+            async move { self.objects.put(&key, bytes.clone()).await }
+        });
         let results = futures_util::future::join_all(stores).await;
         let mut stored = 0u64;
         for ((info, _), result) in kept.into_iter().zip(results) {

@@ -172,32 +172,15 @@ pub async fn languages(State(state): State<AppState>) -> Json<Vec<LanguageInfo>>
     Json(list)
 }
 
-/// The trace context of a request's `traceparent` header. One that is not valid is ignored, as
-/// W3C asks (the job then starts a trace of its own).
-fn trace_header(headers: &HeaderMap) -> Option<TraceContext> {
-    let mut values = headers.get_all("traceparent").iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return None;
-    };
-    let state = headers.get("tracestate").and_then(|v| v.to_str().ok());
-    match TraceContext::parse(value.to_str().ok()?, state) {
-        Ok(cx) => Some(cx),
-        Err(reason) => {
-            tracing::debug!(reason, "ignoring an invalid traceparent header");
-            None
-        }
-    }
-}
-
 async fn admit(
     state: &AppState,
     caller: &Caller,
-    headers: &HeaderMap,
+    trace: Option<Extension<TraceContext>>,
     mut body: ExecuteRequest,
     sync: bool,
 ) -> Result<JobId, ApiError> {
     super::blobs::resolve_refs(state, caller, &mut body.files, "files").await?;
-    let mut request = body.into_domain(sync, trace_header(headers))?;
+    let mut request = body.into_domain(sync, trace.map(|Extension(t)| t))?;
     if sync {
         request.collect_output = true;
     }
@@ -212,10 +195,10 @@ async fn admit(
 pub async fn execute(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
+    trace: Option<Extension<TraceContext>>,
     JsonBody(body): JsonBody<ExecuteRequest>,
 ) -> Result<(StatusCode, Json<ExecuteResponse>), ApiError> {
-    let id = admit(&state, &caller, &headers, body, false).await?;
+    let id = admit(&state, &caller, trace, body, false).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ExecuteResponse {
@@ -232,10 +215,11 @@ pub async fn execute(
 pub async fn run_sync(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    trace: Option<Extension<TraceContext>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<ExecuteRequest>,
 ) -> Result<Response, ApiError> {
-    let id = admit(&state, &caller, &headers, body, true).await?;
+    let id = admit(&state, &caller, trace, body, true).await?;
     state.service.wait_finished(&id).await;
     let record = state
         .service
